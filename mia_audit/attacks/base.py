@@ -1,0 +1,77 @@
+"""The attack interface: an attack maps the audit set's signals to one score per sample."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mia_audit.attacks.registry import AttackConfig
+from mia_audit.queries import View
+
+
+@dataclass(frozen=True)
+class ViewLogits:
+    """Logits of one model on a set of samples, for each query view: shape (views, n, C)."""
+
+    views: tuple[View, ...]
+    logits: np.ndarray
+
+    def select(self, views: Sequence[View]) -> np.ndarray:
+        """The logits of the requested views, in the requested order."""
+        index = {view: i for i, view in enumerate(self.views)}
+        missing = [view.key for view in views if view not in index]
+        if missing:
+            raise KeyError(f"logits for views {missing} were not computed")
+        return self.logits[[index[view] for view in views]]
+
+    @property
+    def identity(self) -> np.ndarray:
+        return self.select([View()])[0]
+
+
+@dataclass(frozen=True)
+class AttackContext:
+    """What an attack may use.
+
+    `is_member` is the auditor's knowledge (design.md §2). Attacks that learn from it (learned,
+    class_threshold) must only score each sample with a model fitted on other samples.
+    """
+
+    target: ViewLogits
+    labels: np.ndarray
+    is_member: np.ndarray
+    random_state: int
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AttackOutput:
+    scores: np.ndarray
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+class Attack(ABC):
+    """Subclasses set `name` and `config_type` and implement `score`."""
+
+    name: ClassVar[str]
+    config_type: ClassVar[type[AttackConfig]]
+    #: Short description shown in reports.
+    summary: ClassVar[str] = ""
+
+    def __init__(self, config: AttackConfig) -> None:
+        self.config = config
+
+    @property
+    def views(self) -> tuple[View, ...]:
+        return self.config.queries.views
+
+    @abstractmethod
+    def score(self, context: AttackContext) -> AttackOutput:
+        """One finite score per audit sample, higher = more likely a member."""
+
+    def parameters(self) -> dict[str, Any]:
+        return self.config.model_dump(mode="json", exclude={"name", "id"})

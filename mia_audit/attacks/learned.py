@@ -1,0 +1,130 @@
+"""A classifier trained on features of the target's output (the seeds' attack, made honest).
+
+Features (per query view): confidence, loss, entropy, modified entropy, margins, rank of the true
+class, correctness, logit statistics and the sorted top-k probabilities, plus the class one-hot.
+Scores are out-of-fold probabilities: each sample is scored by a classifier fitted on the other
+folds, so the attack never grades its own training data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from mia_audit import signals
+from mia_audit.attacks.base import Attack, AttackContext, AttackOutput
+from mia_audit.attacks.registry import AttackConfig, register
+from mia_audit.crossfit import stratified_folds
+
+TOP_K = 3
+FEATURE_NAMES = (
+    "confidence",
+    "log_confidence",
+    "max_probability",
+    "entropy",
+    "modified_entropy",
+    "log_odds_margin",
+    "hinge_margin",
+    "top1_top2_probability_gap",
+    "top1_top2_logit_gap",
+    "true_class_rank",
+    "correct",
+    "logit_std",
+    "logit_mean",
+    "max_logit",
+    "true_logit",
+    *(f"top{k + 1}_probability" for k in range(TOP_K)),
+)
+
+
+class LearnedConfig(AttackConfig):
+    name: Literal["learned"]
+    model: Literal["logistic_regression", "gradient_boosting", "mlp"] = Field(
+        "gradient_boosting", description="The attack classifier."
+    )
+    folds: int = Field(5, ge=2, le=20, description="Cross-fitting folds.")
+    class_features: bool = Field(True, description="Add the class one-hot to the features.")
+
+
+def logit_features(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Feature matrix (n, len(FEATURE_NAMES)) from logits (n, C)."""
+    z = np.asarray(logits, dtype=np.float64)
+    log_p = signals.log_softmax(z)
+    p = np.exp(log_p)
+    sorted_p = -np.sort(-p, axis=-1)
+    sorted_z = -np.sort(-z, axis=-1)
+    top_p = np.zeros((len(z), TOP_K))
+    top_p[:, : min(TOP_K, z.shape[-1])] = sorted_p[:, :TOP_K]
+    true_logit = np.take_along_axis(z, labels[:, None], axis=-1)[:, 0]
+    columns = [
+        signals.true_class_probability(z, labels),
+        -signals.cross_entropy(z, labels),
+        sorted_p[:, 0],
+        signals.entropy(z),
+        signals.modified_entropy(z, labels),
+        signals.scaled_logit(z, labels),
+        signals.hinge_margin(z, labels),
+        sorted_p[:, 0] - sorted_p[:, 1],
+        sorted_z[:, 0] - sorted_z[:, 1],
+        signals.true_class_rank(z, labels),
+        signals.is_correct(z, labels).astype(np.float64),
+        z.std(axis=-1),
+        z.mean(axis=-1),
+        sorted_z[:, 0],
+        true_logit,
+    ]
+    return np.column_stack([*columns, top_p])
+
+
+def _classifier(model: str, random_state: int) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if model == "logistic_regression":
+        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    if model == "mlp":
+        mlp = MLPClassifier(
+            hidden_layer_sizes=(64, 32),
+            alpha=1e-3,
+            max_iter=300,
+            early_stopping=True,
+            random_state=random_state,
+        )
+        return make_pipeline(StandardScaler(), mlp)
+    return HistGradientBoostingClassifier(
+        max_iter=200, learning_rate=0.05, early_stopping=True, random_state=random_state
+    )
+
+
+@register
+class LearnedAttack(Attack):
+    name = "learned"
+    config_type = LearnedConfig
+    summary = "Classifier on logit features, scored out of fold."
+
+    def score(self, context: AttackContext) -> AttackOutput:
+        config = self.config
+        assert isinstance(config, LearnedConfig)
+        features = self.features(context)
+        scores = np.empty(len(features))
+        folds = stratified_folds(context.is_member, config.folds, context.random_state)
+        for fold, (train, test) in enumerate(folds):
+            classifier = _classifier(config.model, context.random_state + fold)
+            classifier.fit(features[train], context.is_member[train])
+            scores[test] = classifier.predict_proba(features[test])[:, 1]
+        return AttackOutput(scores=scores, parameters=self.parameters())
+
+    def features(self, context: AttackContext) -> np.ndarray:
+        config = self.config
+        assert isinstance(config, LearnedConfig)
+        logits = context.target.select(self.views)
+        blocks = [logit_features(view_logits, context.labels) for view_logits in logits]
+        if config.class_features:
+            n_classes = logits.shape[-1]
+            blocks.append(np.eye(n_classes)[context.labels])
+        return np.column_stack(blocks)

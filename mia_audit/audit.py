@@ -1,0 +1,335 @@
+"""The audit pipeline: policy -> inputs -> logits -> attacks -> metrics -> gate -> result.
+
+This module owns no terminal and writes no report; it reads the files the policy names and the
+cache, and returns a `Result`. The CLI decides what to print and where to write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mia_audit import __version__, evaluation, metrics
+from mia_audit.attacks.base import Attack, AttackContext, ViewLogits
+from mia_audit.attacks.registry import create_attack
+from mia_audit.cache import ArrayCache
+from mia_audit.data.audit import AuditSet, SamplingOptions, build_audit_set, split_by_membership
+from mia_audit.data.formats import load_image_set
+from mia_audit.data.images import ImageSet
+from mia_audit.environment import describe_environment
+from mia_audit.errors import EXIT_GATE_FAILED, EXIT_PASS, AuditError, InputError
+from mia_audit.gate import AttackMetrics, evaluate_gate, gate_fprs
+from mia_audit.hashing import path_sha256
+from mia_audit.inference import LogitsRequest, Preprocessor, cached_predict, choose_precision
+from mia_audit.models.device import resolve_device
+from mia_audit.models.loading import LoadedModel, load_target
+from mia_audit.policy import LoadedPolicy, Policy
+from mia_audit.progress import Progress, SilentProgress
+from mia_audit.queries import IDENTITY, View
+from mia_audit.result import (
+    Accuracy,
+    AttackResult,
+    DataInfo,
+    DataSource,
+    GateResult,
+    PolicyInfo,
+    Result,
+    TargetInfo,
+    ToolInfo,
+)
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+@dataclass(frozen=True)
+class AuditData:
+    audit_set: AuditSet
+    sources: dict[str, DataSource]
+
+
+def run_audit(loaded: LoadedPolicy, progress: Progress | None = None) -> Result:
+    """Run every attack of the policy and evaluate its gate."""
+    progress = progress or SilentProgress()
+    policy = loaded.policy
+    timer = Timer()
+    attacks = [create_attack(config) for config in policy.attacks]
+    with timer.phase("load"):
+        device = resolve_device(policy.runtime.device)
+        data = load_audit_data(policy, population_needed=0)
+        model = load_target(policy.model, device, search_path=loaded.path.parent)
+    for note in data.audit_set.notes:
+        progress.note(note)
+    preprocess = preprocessor(policy)
+    with timer.phase("inference"):
+        num_classes, precision = _check_model(model, data.audit_set, policy, preprocess)
+        target = _target_logits(policy, model, data.audit_set, preprocess, attacks, progress)
+    context = AttackContext(
+        target=target,
+        labels=data.audit_set.labels,
+        is_member=data.audit_set.is_member,
+        random_state=policy.runtime.seed,
+    )
+    results = _run_attacks(attacks, context, data.audit_set, policy, progress, timer)
+    gate_conditions = evaluate_gate(policy.gate, _gate_metrics(results))
+    passed = all(condition.passed for condition in gate_conditions)
+    return Result(
+        tool=ToolInfo(version=__version__),
+        passed=passed,
+        exit_code=EXIT_PASS if passed else EXIT_GATE_FAILED,
+        seed=policy.runtime.seed,
+        policy=PolicyInfo(
+            name=policy.name, path=str(loaded.path), sha256=loaded.sha256, document=loaded.document
+        ),
+        target=_target_info(policy, model, target, data.audit_set, num_classes, precision),
+        data=_data_info(data, policy),
+        attacks=results,
+        gate=GateResult(passed=passed, conditions=gate_conditions),
+        environment=describe_environment(model.classifier.device, model.classifier.engine, precision),
+        timings=timer.seconds,
+        notes=list(data.audit_set.notes),
+    )
+
+
+def preprocessor(policy: Policy) -> Preprocessor:
+    spec = policy.preprocessing
+    return Preprocessor(spec.mean, spec.std, spec.input_size, spec.channel_order)
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def load_audit_data(policy: Policy, population_needed: int) -> AuditData:
+    spec = policy.data
+    sources: dict[str, DataSource] = {}
+
+    def load(path: Path, field: str) -> ImageSet:
+        image_set = load_image_set(path, allow_pickle=spec.allow_pickle, field=f"data.{field}")
+        sources[field] = DataSource(
+            path=str(path), sha256=path_sha256(path), n_samples=len(image_set)
+        )
+        return image_set
+
+    if spec.audit is not None:
+        members, non_members = split_by_membership(load(spec.audit, "audit"))
+    else:
+        assert spec.members is not None and spec.non_members is not None
+        members, non_members = load(spec.members, "members"), load(spec.non_members, "non_members")
+    population = load(spec.population, "population") if spec.population else None
+    options = SamplingOptions(
+        seed=policy.runtime.seed,
+        balance=spec.balance,
+        max_per_side=spec.max_per_side,
+        population_needed=population_needed,
+    )
+    audit_set = build_audit_set(members, non_members, population, options)
+    if spec.class_names is not None:
+        audit_set = _with_class_names(audit_set, spec.class_names)
+    return AuditData(audit_set, sources)
+
+
+def _with_class_names(audit_set: AuditSet, names: tuple[str, ...]) -> AuditSet:
+    from dataclasses import replace
+
+    if audit_set.num_classes_seen > len(names):
+        raise InputError(
+            f"data.class_names: lists {len(names)} names but labels go up to "
+            f"{audit_set.num_classes_seen - 1}"
+        )
+    return replace(audit_set, class_names=names)
+
+
+def _check_model(
+    model: LoadedModel, audit_set: AuditSet, policy: Policy, preprocess: Preprocessor
+) -> tuple[int, str]:
+    """Run a probe batch: output width must fit num_classes and the labels."""
+    preprocess.output_channels(audit_set.images.shape[1])
+    probe = preprocess(audit_set.images[: min(8, len(audit_set.images))])
+    logits = _probe(model, probe)
+    num_classes = logits.shape[1]
+    declared = policy.model.num_classes
+    if declared is not None and declared != num_classes:
+        raise InputError(
+            f"model.num_classes: is {declared} but the model outputs {num_classes} logits; "
+            "set it to the model's number of classes"
+        )
+    if audit_set.num_classes_seen > num_classes:
+        raise InputError(
+            f"data: label {audit_set.num_classes_seen - 1} is out of range for a model with "
+            f"{num_classes} outputs; labels must be 0..{num_classes - 1}"
+        )
+    precision = choose_precision(model.classifier, probe, policy.runtime.precision)
+    return num_classes, precision
+
+
+def _probe(model: LoadedModel, probe: np.ndarray) -> np.ndarray:
+    from mia_audit.inference import _run_padded
+
+    return _run_padded(model.classifier, probe)
+
+
+def views_needed(attacks: Sequence[Attack]) -> tuple[View, ...]:
+    """The union of the attacks' query views, identity first (for accuracy)."""
+    views = {IDENTITY}
+    for attack in attacks:
+        views.update(attack.views)
+    return (IDENTITY, *sorted(views - {IDENTITY}))
+
+
+def _target_logits(
+    policy: Policy,
+    model: LoadedModel,
+    audit_set: AuditSet,
+    preprocess: Preprocessor,
+    attacks: Sequence[Attack],
+    progress: Progress,
+) -> ViewLogits:
+    views = views_needed(attacks)
+    cache = ArrayCache(policy.runtime.cache_dir)
+    request = LogitsRequest(
+        model_sha256=model.sha256,
+        data_sha256=_audit_images_sha256(audit_set),
+        preprocess=preprocess,
+        engine=f"{model.classifier.engine}:{model.classifier.device}",
+    )
+    with progress.stage(f"target inference ({len(views)} views)", len(audit_set.labels)) as advance:
+        logits = cached_predict(
+            cache, request, model.classifier, audit_set.images, views,
+            policy.runtime.batch_size, advance=advance, notify=progress.note,
+        )
+    return ViewLogits(views=views, logits=logits)
+
+
+def _audit_images_sha256(audit_set: AuditSet) -> str:
+    from mia_audit.hashing import arrays_sha256
+
+    return arrays_sha256(audit_set.images)
+
+
+# --- attacks and metrics ----------------------------------------------------------------------
+
+
+def _run_attacks(
+    attacks: Sequence[Attack],
+    context: AttackContext,
+    audit_set: AuditSet,
+    policy: Policy,
+    progress: Progress,
+    timer: Timer,
+) -> list[AttackResult]:
+    fprs = evaluation.report_fprs(gate_fprs(policy.gate))
+    results = []
+    for attack in attacks:
+        label = attack.config.label
+        with timer.phase(f"attack:{label}"), progress.stage(f"attack {label}", None):
+            start = time.perf_counter()
+            output = attack.score(context)
+            scores = np.asarray(output.scores, dtype=np.float64)
+            if scores.shape != audit_set.labels.shape or not np.isfinite(scores).all():
+                raise AuditError(f"attack {label!r} produced invalid scores (non-finite or wrong shape)")
+            result = attack_result(attack, output.parameters, scores, audit_set, fprs)
+            result.seconds = round(time.perf_counter() - start, 3)
+        results.append(result)
+    return results
+
+
+def attack_result(
+    attack: Attack,
+    parameters: dict[str, object],
+    scores: np.ndarray,
+    audit_set: AuditSet,
+    fprs: Sequence[float],
+) -> AttackResult:
+    is_member = audit_set.is_member
+    tprs, supported = evaluation.tpr_table(is_member, scores, fprs)
+    return AttackResult(
+        name=attack.name,
+        id=attack.config.label,
+        summary=attack.summary,
+        parameters=parameters,
+        auc=metrics.auc(is_member, scores),
+        tpr_at_fpr=tprs,
+        tpr_at_fpr_supported=supported,
+        balanced_accuracy=metrics.balanced_accuracy(is_member, scores),
+        advantage=metrics.advantage(is_member, scores),
+        roc=evaluation.downsampled_roc(is_member, scores),
+        score_histogram=evaluation.score_histogram(is_member, scores),
+        per_class=evaluation.per_class(
+            is_member, scores, audit_set.labels, audit_set.class_names, fprs
+        ),
+        most_vulnerable=evaluation.most_vulnerable(
+            is_member, scores, audit_set.labels, audit_set.ids
+        ),
+    )
+
+
+def _gate_metrics(results: Sequence[AttackResult]) -> dict[str, AttackMetrics]:
+    return {
+        result.id: AttackMetrics(
+            auc=result.auc,
+            advantage=result.advantage,
+            tpr_at_fpr={float(key): value for key, value in result.tpr_at_fpr.items()},
+        )
+        for result in results
+    }
+
+
+# --- result pieces ----------------------------------------------------------------------------
+
+
+def _target_info(
+    policy: Policy,
+    model: LoadedModel,
+    target: ViewLogits,
+    audit_set: AuditSet,
+    num_classes: int,
+    precision: str,
+) -> TargetInfo:
+    logits = target.identity
+    members = audit_set.is_member
+    return TargetInfo(
+        path=str(policy.model.path),
+        format=model.format,
+        sha256=model.sha256,
+        architecture=model.architecture,
+        factory=model.factory,
+        num_classes=num_classes,
+        engine=model.classifier.engine,
+        precision=precision,
+        accuracy=Accuracy(
+            members=evaluation.accuracy(logits[members], audit_set.labels[members]),
+            non_members=evaluation.accuracy(logits[~members], audit_set.labels[~members]),
+        ),
+    )
+
+
+def _data_info(data: AuditData, policy: Policy) -> DataInfo:
+    audit_set = data.audit_set
+    from mia_audit.hashing import arrays_sha256
+
+    return DataInfo(
+        n_members=audit_set.n_members,
+        n_non_members=audit_set.n_non_members,
+        n_population=len(audit_set.population) if audit_set.population else 0,
+        population_origin=audit_set.population_origin,
+        image_shape=list(audit_set.images.shape[1:]),
+        sha256=arrays_sha256(audit_set.images, audit_set.labels, audit_set.is_member),
+        sources=data.sources,
+        class_names=list(audit_set.class_names) if audit_set.class_names else None,
+        notes=list(audit_set.notes),
+    )

@@ -1,0 +1,246 @@
+"""The command line: owns I/O, progress output and exit codes; the core does the work.
+
+Exit codes: 0 pass, 1 a gate condition failed, 2 invalid policy, inputs or command line,
+3 the audit could not complete. Heavy libraries (torch, onnxruntime, scikit-learn) are imported
+only inside commands, so `mia-audit --help` is fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import tempfile
+import traceback
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mia_audit import __version__
+from mia_audit.errors import EXIT_INCOMPLETE, EXIT_PASS, MiaAuditError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Membership-inference privacy gate for image classifiers.",
+)
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class SchemaKind(str, Enum):
+    policy = "policy"
+    result = "result"
+
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks of errors.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; verdict only.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mia-audit {__version__}")
+        raise typer.Exit(EXIT_PASS)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Run membership-inference attacks against a model and gate its release on the result."""
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: unwind like Ctrl-C so temporary files are cleaned up."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _guard(verbose: bool) -> Iterator[None]:
+    """Turn the tool's errors into one line on stderr and the documented exit code."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    except MiaAuditError as error:
+        _fail(str(error), error.exit_code, verbose)
+    except (KeyboardInterrupt, _Terminated):
+        _fail("interrupted: no report was written; caches are consistent", EXIT_INCOMPLETE, verbose)
+    except typer.Exit:
+        raise
+    except Exception as error:  # a bug or an unexpected library failure: still one line
+        message = f"internal error: {type(error).__name__}: {error}"
+        hint = "" if verbose else " (run with -v for the traceback)"
+        _fail(message + hint, EXIT_INCOMPLETE, verbose)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _fail(message: str, code: int, verbose: bool) -> None:
+    if verbose:
+        traceback.print_exc(file=sys.stderr)
+    first_line = message.strip().splitlines()[0] if message.strip() else "error"
+    typer.echo(f"error: {first_line}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    policy: Annotated[Path, typer.Argument(help="The policy YAML file.")],
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="Overrides outputs.dir.")
+    ] = None,
+    device: Annotated[Device | None, typer.Option(help="Overrides runtime.device.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Overrides runtime.seed.")] = None,
+    formats: Annotated[
+        list[str] | None,
+        typer.Option("--format", "-f", help="Report format (repeatable); overrides outputs."),
+    ] = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run the audit the policy describes; exit 0 (pass), 1 (fail), 2 (invalid), 3 (error)."""
+    with _guard(verbose):
+        from mia_audit.audit import run_audit
+        from mia_audit.reports import render_reports, write_reports
+        from mia_audit.reports.terminal import summary_text, verdict_line
+
+        loaded = _load_with_overrides(policy, output_dir, device, seed, formats)
+        out_dir = loaded.policy.outputs.dir
+        _check_writable(out_dir)
+        from mia_audit._console import ConsoleProgress
+
+        result = run_audit(loaded, ConsoleProgress(quiet=quiet))
+        rendered = render_reports(result, loaded.policy.outputs.formats)
+        written = write_reports(rendered, out_dir)
+        typer.echo(verdict_line(result) if quiet else summary_text(result, written))
+        raise typer.Exit(result.exit_code)
+
+
+def _load_with_overrides(
+    path: Path,
+    output_dir: Path | None,
+    device: Device | None,
+    seed: int | None,
+    formats: list[str] | None,
+) -> Any:
+    from mia_audit.policy import load_policy, with_overrides
+
+    loaded = load_policy(path)
+    loaded.policy = with_overrides(
+        loaded.policy,
+        output_dir=output_dir.resolve() if output_dir else None,
+        device=device.value if device else None,
+        seed=seed,
+        formats=tuple(formats) if formats else None,
+    )
+    return loaded
+
+
+def _check_writable(directory: Path) -> None:
+    """Fail before the audit runs, not after, when the report cannot be written."""
+    from mia_audit.errors import InputError
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise InputError(
+            f"outputs.dir: {directory}: cannot write there ({error.strerror}); "
+            "choose a writable folder with --output-dir"
+        ) from None
+
+
+@app.command()
+def validate(
+    policy: Annotated[Path, typer.Argument(help="The policy YAML file.")],
+    verbose: Verbose = False,
+) -> None:
+    """Check a policy (and that the files it names exist) without running anything."""
+    with _guard(verbose):
+        from mia_audit.policy import check_paths_exist, load_policy
+
+        loaded = load_policy(policy)
+        check_paths_exist(loaded.policy)
+        p = loaded.policy
+        typer.echo(
+            f"policy ok: {p.name} ({len(p.attacks)} attacks, "
+            f"{_condition_count(p)} gate conditions)"
+        )
+
+
+def _condition_count(policy: Any) -> int:
+    from mia_audit.gate import gate_limits
+
+    return len(gate_limits(policy.gate))
+
+
+@app.command()
+def schema(
+    kind: Annotated[SchemaKind, typer.Argument(help="policy or result.")] = SchemaKind.policy,
+) -> None:
+    """Print the JSON Schema of the policy file (or of result.json)."""
+    import json
+
+    if kind is SchemaKind.policy:
+        from mia_audit.policy import policy_json_schema
+
+        document = policy_json_schema()
+    else:
+        from mia_audit.result import result_json_schema
+
+        document = result_json_schema()
+    typer.echo(json.dumps(document, indent=2, sort_keys=True))
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Folder for the demo's model, data, policy, report.")
+    ] = Path("mia-demo"),
+    epochs: Annotated[int, typer.Option(min=1, help="Target training epochs.")] = 6,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Train an overfit ResNet18 on scikit-learn's digits and audit it (exit 0 when done)."""
+    with _guard(verbose):
+        from mia_audit._console import ConsoleProgress
+        from mia_audit.audit import run_audit
+        from mia_audit.demo import DemoOptions, prepare_demo
+        from mia_audit.policy import load_policy
+        from mia_audit.reports import render_reports, write_reports
+        from mia_audit.reports.terminal import summary_text
+
+        progress = ConsoleProgress(quiet=quiet)
+        policy_path, trained = prepare_demo(
+            DemoOptions(directory=directory.resolve(), epochs=epochs), progress.stage
+        )
+        if not trained:
+            progress.note(f"reusing the trained demo target in {directory}")
+        loaded = load_policy(policy_path)
+        result = run_audit(loaded, progress)
+        written = write_reports(
+            render_reports(result, loaded.policy.outputs.formats), loaded.policy.outputs.dir
+        )
+        typer.echo(summary_text(result, written))
+        typer.echo(f"mia-audit run {policy_path} would exit {result.exit_code}")
+        raise typer.Exit(EXIT_PASS)
+
+
+def main() -> None:
+    """Console-script entry point (usage errors exit 2, like every invalid input)."""
+    app()

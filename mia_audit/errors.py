@@ -1,0 +1,36 @@
+"""The tool's own errors: each carries the exit code the CLI returns for it.
+
+Exit codes (design.md §5): 0 every gate condition holds, 1 a condition failed, 2 the policy,
+the inputs or the command line are invalid, 3 the audit could not complete.
+"""
+
+from __future__ import annotations
+
+EXIT_PASS = 0
+EXIT_GATE_FAILED = 1
+EXIT_INVALID = 2
+EXIT_INCOMPLETE = 3
+
+
+class MiaAuditError(Exception):
+    """Base class. `str(error)` is the one-line message shown to the user."""
+
+    exit_code: int = EXIT_INCOMPLETE
+
+
+class PolicyError(MiaAuditError):
+    """The policy file is unreadable or does not validate."""
+
+    exit_code = EXIT_INVALID
+
+
+class InputError(MiaAuditError):
+    """A model or data file named by the policy is missing, unreadable or inconsistent."""
+
+    exit_code = EXIT_INVALID
+
+
+class AuditError(MiaAuditError):
+    """Something failed while the audit ran (model inference, training, an attack)."""
+
+    exit_code = EXIT_INCOMPLETE

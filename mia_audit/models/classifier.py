@@ -1,0 +1,162 @@
+"""Classifiers: something that maps a float32 NCHW batch to float32 logits.
+
+Two engines: torch (TorchScript, state dicts, factories) and onnxruntime. Both are imported
+lazily so that the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from mia_audit.errors import AuditError, InputError
+
+if TYPE_CHECKING:
+    import onnxruntime
+    from torch import nn
+
+
+class OutOfMemory(Exception):
+    """The device ran out of memory for this batch; the caller may retry with a smaller one."""
+
+
+class Classifier(Protocol):
+    engine: str
+    device: str
+    #: A batch size the model requires (ONNX models exported with a fixed batch), else None.
+    fixed_batch_size: int | None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class TorchClassifier:
+    module: nn.Module
+    device: str
+    #: torch dtype name used under autocast ("bfloat16", "float16"), or None for fp32.
+    autocast_dtype: str | None = None
+    engine: str = "torch"
+    fixed_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        import torch
+
+        self.module.eval()
+        self.module.to(self.device)
+        if self.device == "cuda":
+            self.module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        try:
+            with torch.inference_mode(), self._autocast():
+                inputs = torch.from_numpy(batch).to(self.device, non_blocking=True)
+                if self.device == "cuda":
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
+                outputs = _logits_tensor(self.module(inputs))
+                return np.asarray(outputs.float().cpu().numpy())
+        except torch.cuda.OutOfMemoryError as error:
+            raise OutOfMemory(str(error)) from None
+        except RuntimeError as error:
+            raise _model_failure(error, batch) from None
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        import torch
+
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device, dtype=getattr(torch, self.autocast_dtype))
+
+
+def _logits_tensor(outputs: Any) -> Any:
+    """Models may return a tensor, a tuple (logits first) or a mapping with 'logits'."""
+    if isinstance(outputs, tuple | list):
+        return outputs[0]
+    if isinstance(outputs, dict):
+        return outputs.get("logits", next(iter(outputs.values())))
+    if hasattr(outputs, "logits"):
+        return outputs.logits
+    return outputs
+
+
+def _model_failure(error: BaseException, batch: np.ndarray) -> AuditError:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return AuditError(
+        f"the model failed on a batch of shape {tuple(batch.shape)} (N, C, H, W): {first_line}; "
+        "check preprocessing (input_size, channels) against what the model expects"
+    )
+
+
+@dataclass
+class OnnxClassifier:
+    session: onnxruntime.InferenceSession
+    device: str
+    input_name: str
+    input_dtype: np.dtype[Any]
+    fixed_batch_size: int | None
+    engine: str = "onnx"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        inputs = batch.astype(self.input_dtype, copy=False)
+        try:
+            outputs = self.session.run(None, {self.input_name: inputs})
+        except Exception as error:  # onnxruntime raises its own untyped exceptions
+            if "out of memory" in str(error).lower():
+                raise OutOfMemory(str(error)) from None
+            raise _model_failure(error, batch) from None
+        return np.asarray(outputs[0], dtype=np.float32)
+
+
+def onnx_classifier(path: str, device: str, field: str) -> OnnxClassifier:
+    """An onnxruntime session; the CUDA provider only when a GPU is really in use."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # Idle onnxruntime threads otherwise spin and starve the attacks that run next.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(path, sess_options=options, providers=providers)
+    except Exception as error:  # InvalidProtobuf, Fail, ...: onnxruntime's own types
+        message = str(error).strip().splitlines()[0]
+        raise InputError(f"{field}: not a valid ONNX model ({message})") from None
+    used = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
+    return _describe_onnx_input(session, used, field)
+
+
+_ONNX_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def _describe_onnx_input(session: Any, device: str, field: str) -> OnnxClassifier:
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs)
+        raise InputError(f"{field}: the ONNX model has {len(inputs)} inputs ({names}); needs one")
+    spec = inputs[0]
+    if spec.type not in _ONNX_FLOAT_TYPES:
+        raise InputError(
+            f"{field}: the ONNX model's input {spec.name!r} has type {spec.type}; "
+            "expected a float image tensor"
+        )
+    if len(spec.shape) != 4:
+        raise InputError(
+            f"{field}: the ONNX model's input {spec.name!r} has shape {spec.shape}; "
+            "expected 4 dimensions (N, C, H, W)"
+        )
+    batch = spec.shape[0] if isinstance(spec.shape[0], int) and spec.shape[0] > 0 else None
+    return OnnxClassifier(
+        session, device, spec.name, np.dtype(_ONNX_FLOAT_TYPES[spec.type]), batch
+    )
+
+
+def onnx_input_shape(classifier: OnnxClassifier) -> tuple[Any, ...]:
+    return tuple(classifier.session.get_inputs()[0].shape)

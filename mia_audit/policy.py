@@ -1,0 +1,447 @@
+"""The audit policy: what to audit, with which attacks, and which thresholds must hold.
+
+The YAML format is a contract (design.md §12): keys may be added, never renamed. Validation is
+strict: an unknown key is an error, so a typo cannot silently switch a condition off.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from mia_audit._yaml import Location, load_yaml
+from mia_audit.attacks.registry import AttackConfig, attack_config_union
+from mia_audit.errors import PolicyError
+
+POLICY_VERSION = 1
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """Resolve a relative path against the policy file's folder (passed as context)."""
+    base = (info.context or {}).get("base_dir")
+    if base is None or value.is_absolute():
+        return value
+    return (Path(base) / value.expanduser()).resolve()
+
+
+PolicyPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
+class StrictModel(BaseModel):
+    """Frozen, and every key must be known."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(StrictModel):
+    """The target model."""
+
+    path: PolicyPath = Field(description="Model file: .onnx, or .pt/.pth (state dict or TorchScript).")
+    format: Literal["auto", "onnx", "torchscript", "state_dict", "pickle"] = Field(
+        "auto", description="How to read `path`; `auto` decides from the file's content."
+    )
+    architecture: str | None = Field(
+        None,
+        description=(
+            "For state dicts and reference models: a torchvision classifier name (e.g. resnet18)"
+            " or a `module:function` factory (the only way a policy names code)."
+        ),
+    )
+    num_classes: int | None = Field(None, ge=2, description="Number of classes (model outputs).")
+    cifar_stem: bool = Field(False, description="ResNet with a 3x3 stride-1 first conv, no max-pool.")
+    allow_pickle: bool = Field(
+        False, description="Allow loading a pickled full module (runs code from the file)."
+    )
+
+
+class DataSpec(StrictModel):
+    """Members, non-members and optional population data."""
+
+    members: PolicyPath | None = Field(None, description="Samples the model was trained on.")
+    non_members: PolicyPath | None = Field(None, description="Held-out samples, same distribution.")
+    audit: PolicyPath | None = Field(
+        None, description="Instead of members/non_members: one file with a `membership` field."
+    )
+    population: PolicyPath | None = Field(
+        None, description="More non-member data for reference models (disjoint from the audit set)."
+    )
+    allow_pickle: bool = Field(False, description="Allow pickled dataset files (runs code).")
+    max_per_side: int | None = Field(None, ge=1, description="Seeded subsample of each side.")
+    balance: bool = Field(True, description="Subsample the larger side to the smaller one's size.")
+    class_names: tuple[str, ...] | None = Field(None, description="Names of the classes, in order.")
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> DataSpec:
+        pair = self.members is not None or self.non_members is not None
+        if self.audit is not None and pair:
+            raise ValueError("give either `audit` or `members` and `non_members`, not both")
+        if self.audit is None and (self.members is None or self.non_members is None):
+            raise ValueError("give both `members` and `non_members` (or one `audit` file)")
+        return self
+
+
+def _size_pair(value: Any) -> Any:
+    return [value, value] if isinstance(value, int) else value
+
+
+class Preprocessing(StrictModel):
+    """How images are turned into model input (pixels are first scaled to 0..1)."""
+
+    mean: tuple[float, ...] = Field((0.0, 0.0, 0.0), min_length=1, max_length=4)
+    std: tuple[Annotated[float, Field(gt=0)], ...] = Field((1.0, 1.0, 1.0), min_length=1, max_length=4)
+    input_size: Annotated[tuple[int, int] | None, BeforeValidator(_size_pair)] = Field(
+        None, description="Resize images to [height, width] (bilinear) when they differ."
+    )
+    channel_order: Literal["rgb", "bgr"] = Field("rgb", description="Channel order the model expects.")
+
+    @model_validator(mode="after")
+    def _same_length(self) -> Preprocessing:
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)}")
+        return self
+
+
+def _scalar_limit(value: Any) -> Any:
+    return {"max": value} if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, dict | int | float) and not isinstance(value, bool) else value
+
+
+class MetricLimit(StrictModel):
+    """A metric that must stay at or below `max` for every attack in scope."""
+
+    max: float = Field(ge=0, le=1)
+    statistic: Literal["point", "upper"] = Field(
+        "point", description="Gate on the point estimate or the upper confidence bound."
+    )
+    attacks: tuple[str, ...] | None = Field(None, description="Attack ids in scope (default all).")
+
+
+class TprLimit(MetricLimit):
+    """TPR at a false-positive rate must stay at or below `max`."""
+
+    fpr: float = Field(0.05, ge=0, lt=1)
+
+
+ScalarLimit = Annotated[MetricLimit, BeforeValidator(_scalar_limit)]
+
+
+def _tpr_limits(value: Any) -> Any:
+    items = _one_or_many(value)
+    if isinstance(items, list):
+        return [_tpr_limit_item(item) for item in items]
+    return items
+
+
+def _tpr_limit_item(item: Any) -> Any:
+    return {"max": item} if isinstance(item, int | float) and not isinstance(item, bool) else item
+
+
+class GateSpec(StrictModel):
+    """Conditions that must hold for the audit to pass."""
+
+    attacks: tuple[str, ...] | None = Field(
+        None, description="Attack ids the conditions apply to by default (default: all)."
+    )
+    max_auc: ScalarLimit | None = None
+    max_tpr_at_fpr: Annotated[tuple[TprLimit, ...], BeforeValidator(_tpr_limits)] = ()
+    max_advantage: ScalarLimit | None = None
+
+
+OutputFormat = Literal["json", "html", "markdown", "junit"]
+
+
+class OutputSpec(StrictModel):
+    dir: PolicyPath = Field(Path("mia-report"), description="Output folder.")
+    formats: tuple[OutputFormat, ...] = Field(("json", "html", "markdown"), min_length=1)
+
+
+class RuntimeSpec(StrictModel):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, ge=0)
+    batch_size: int = Field(512, ge=1)
+    cache_dir: PolicyPath = Field(Path(".mia-cache"), description="Logits and model cache.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="GPU inference precision; `auto` uses bf16 when logits match fp32 closely.",
+    )
+
+
+def _bare_attack_name(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+AttackEntry = Annotated[
+    attack_config_union(),
+    BeforeValidator(_bare_attack_name),
+]
+
+
+class Policy(StrictModel):
+    """A whole audit policy (version 1)."""
+
+    version: Literal[1] = Field(description="Policy format version.")
+    name: str = Field(min_length=1, max_length=200)
+    model: ModelSpec
+    data: DataSpec
+    preprocessing: Preprocessing = Preprocessing()
+    attacks: tuple[AttackEntry, ...] = Field(min_length=1)
+    gate: GateSpec = GateSpec()
+    outputs: OutputSpec = OutputSpec()
+    runtime: RuntimeSpec = RuntimeSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        ids = [attack.label for attack in self.attacks]
+        duplicates = sorted({label for label in ids if ids.count(label) > 1})
+        if duplicates:
+            raise ValueError(
+                f"attack {duplicates[0]!r} is listed twice: give each entry a distinct `id`"
+            )
+        for scope in self._gate_scopes():
+            unknown = [name for name in scope if name not in ids]
+            if unknown:
+                raise ValueError(
+                    f"gate names attack {unknown[0]!r}, which the policy does not run "
+                    f"(attacks: {', '.join(ids)})"
+                )
+        return self
+
+    def _gate_scopes(self) -> list[tuple[str, ...]]:
+        limits: list[MetricLimit | None] = [
+            self.gate.max_auc,
+            self.gate.max_advantage,
+            *self.gate.max_tpr_at_fpr,
+        ]
+        scopes = [limit.attacks for limit in limits if limit is not None and limit.attacks]
+        return [*([self.gate.attacks] if self.gate.attacks else []), *scopes]
+
+    @property
+    def attack_labels(self) -> tuple[str, ...]:
+        return tuple(attack.label for attack in self.attacks)
+
+    def attack(self, label: str) -> AttackConfig:
+        return next(attack for attack in self.attacks if attack.label == label)
+
+
+@typing.final
+class LoadedPolicy:
+    """A validated policy with the file it came from and that file's raw content."""
+
+    def __init__(self, policy: Policy, path: Path, document: Any, text_sha256: str) -> None:
+        self.policy = policy
+        self.path = path
+        self.document = document
+        self.sha256 = text_sha256
+
+
+def load_policy(path: Path) -> LoadedPolicy:
+    """Read, parse and validate a policy file; raise PolicyError with a one-line message."""
+    document, lines = load_yaml(path)
+    if not isinstance(document, dict):
+        raise PolicyError(f"{path}: a policy is a YAML mapping (version, name, model, data, ...)")
+    policy = parse_policy(document, base_dir=path.resolve().parent, source=path, lines=lines)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return LoadedPolicy(policy, path.resolve(), document, digest)
+
+
+def parse_policy(
+    document: dict[str, Any],
+    *,
+    base_dir: Path,
+    source: Path | str = "policy",
+    lines: dict[Location, int] | None = None,
+) -> Policy:
+    try:
+        return Policy.model_validate(document, context={"base_dir": base_dir})
+    except ValidationError as error:
+        raise PolicyError(describe_validation_error(error, source, lines or {})) from None
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the policy format (what `mia-audit schema` prints)."""
+    schema = Policy.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mia-audit policy"
+    return schema
+
+
+# --- error messages -------------------------------------------------------------------------
+
+
+def describe_validation_error(
+    error: ValidationError, source: Path | str, lines: dict[Location, int]
+) -> str:
+    """One line: file, line, the YAML path of the first problem, and what is wrong."""
+    problems = error.errors(include_url=False)
+    first = problems[0]
+    yaml_path = _yaml_location(first["loc"], lines)
+    line = _line_of(yaml_path, lines)
+    where = f"{source}" + (f" line {line}" if line else "")
+    field = _dotted(yaml_path) or "policy"
+    message = _problem_text(first, yaml_path)
+    more = len(problems) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{where}: {field}: {message}{suffix}"
+
+
+def _yaml_location(loc: Sequence[str | int], lines: dict[Location, int]) -> Location:
+    """Drop pydantic's internal loc parts (union tags, validator names) that are not YAML keys."""
+    path: Location = ()
+    for part in loc:
+        candidate = (*path, part)
+        if candidate in lines or isinstance(part, int):
+            path = candidate
+        elif not lines:
+            path = candidate
+    if loc and loc[-1] not in path and isinstance(loc[-1], str) and not _is_tag(loc[-1]):
+        path = (*path, loc[-1])
+    return path
+
+
+def _is_tag(part: str) -> bool:
+    return part.startswith(("function-", "tagged-union")) or part in _ATTACK_NAMES
+
+
+def _line_of(path: Location, lines: dict[Location, int]) -> int | None:
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return None
+
+
+def _dotted(path: Location) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _problem_text(problem: Any, yaml_path: Location) -> str:
+    kind = problem["type"]
+    if kind == "extra_forbidden":
+        key = str(yaml_path[-1]) if yaml_path else "?"
+        allowed = _allowed_keys(problem["loc"])
+        hint = difflib.get_close_matches(key, allowed, n=1)
+        did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+        listing = f"; allowed: {', '.join(sorted(allowed))}" if allowed and not hint else ""
+        return f"unknown key {key!r}{did_you_mean}{listing}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        return _unknown_attack_text(problem)
+    message = str(problem["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return message[0].lower() + message[1:] if message else kind
+
+
+def _unknown_attack_text(problem: Any) -> str:
+    tag = problem.get("ctx", {}).get("tag", "?")
+    hint = difflib.get_close_matches(str(tag), _ATTACK_NAMES, n=1)
+    did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"unknown attack {tag!r}{did_you_mean}; available: {', '.join(_ATTACK_NAMES)}"
+
+
+def _allowed_keys(loc: Sequence[str | int]) -> list[str]:
+    """The keys allowed where an unknown key was found (walks pydantic's loc, tags included)."""
+    from mia_audit.attacks.registry import attack_config
+
+    model: Any = Policy
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if _is_model(model) and part in model.model_fields:
+            model = _unwrap(model.model_fields[part].annotation)
+        elif part in _ATTACK_NAMES:
+            model = attack_config(part)
+    return list(model.model_fields) if _is_model(model) else []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Find the model class inside Optional[...], tuple[...], Annotated[...]."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType, tuple, list):
+        models = [_unwrap(arg) for arg in typing.get_args(annotation) if arg is not type(None)]
+        models = [m for m in models if _is_model(m)]
+        return models[0] if len(models) == 1 else None
+    return annotation
+
+
+def _is_model(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
+
+
+def _attack_names() -> list[str]:
+    from mia_audit.attacks.registry import attack_names
+
+    return attack_names()
+
+
+_ATTACK_NAMES = _attack_names()
+
+
+def with_overrides(
+    policy: Policy,
+    *,
+    output_dir: Path | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    formats: Sequence[str] | None = None,
+) -> Policy:
+    """Apply command-line overrides (re-validated like the file itself)."""
+    outputs: dict[str, Any] = {}
+    runtime: dict[str, Any] = {}
+    if output_dir is not None:
+        outputs["dir"] = output_dir
+    if formats is not None:
+        outputs["formats"] = tuple(formats)
+    if device is not None:
+        runtime["device"] = device
+    if seed is not None:
+        runtime["seed"] = seed
+    if not outputs and not runtime:
+        return policy
+    try:
+        return policy.model_copy(
+            update={
+                "outputs": OutputSpec.model_validate({**policy.outputs.model_dump(), **outputs}),
+                "runtime": RuntimeSpec.model_validate({**policy.runtime.model_dump(), **runtime}),
+            }
+        )
+    except ValidationError as error:
+        raise PolicyError(describe_validation_error(error, "command line", {})) from None
+
+
+def check_paths_exist(policy: Policy) -> None:
+    """Every file the policy names must exist (checked by `validate` and before a run)."""
+    named = {
+        "model.path": policy.model.path,
+        "data.members": policy.data.members,
+        "data.non_members": policy.data.non_members,
+        "data.audit": policy.data.audit,
+        "data.population": policy.data.population,
+    }
+    for field, path in named.items():
+        if path is not None and not path.exists():
+            raise PolicyError(f"{field}: {path}: file not found; check the path")
