@@ -31,6 +31,18 @@ from mia_audit.errors import PolicyError
 
 POLICY_VERSION = 1
 
+#: Contract keys (design.md §12) whose feature has not landed yet: rejected with a clear message
+#: rather than as a typo.
+PLANNED_KEYS = {
+    "reference_training": "reference-model training arrives with the lira/rmia/shadow attacks",
+}
+PLANNED_ATTACKS = {
+    "lira": "it needs reference models, which arrive in a later release",
+    "rmia": "it needs reference models, which arrive in a later release",
+    "shadow": "it needs shadow models, which arrive in a later release",
+}
+PLANNED_FORMATS = {"html": "the HTML report arrives in a later release"}
+
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     """Resolve a relative path against the policy file's folder (passed as context)."""
@@ -166,12 +178,23 @@ class GateSpec(StrictModel):
     max_advantage: ScalarLimit | None = None
 
 
-OutputFormat = Literal["json", "html", "markdown", "junit"]
+def _available_format(value: str) -> str:
+    if value in PLANNED_FORMATS:
+        raise ValueError(f"format {value!r} is not available yet: {PLANNED_FORMATS[value]}")
+    if value not in _FORMAT_NAMES:
+        raise ValueError(f"unknown format {value!r}; available: {', '.join(_FORMAT_NAMES)}")
+    return value
+
+
+_FORMAT_NAMES = ("json", "markdown", "junit")
+OutputFormat = Annotated[str, AfterValidator(_available_format)]
 
 
 class OutputSpec(StrictModel):
     dir: PolicyPath = Field(Path("mia-report"), description="Output folder.")
-    formats: tuple[OutputFormat, ...] = Field(("json", "html", "markdown"), min_length=1)
+    formats: tuple[OutputFormat, ...] = Field(
+        ("json", "markdown"), min_length=1, description="Report formats: json, markdown, junit."
+    )
 
 
 class RuntimeSpec(StrictModel):
@@ -339,6 +362,8 @@ def _problem_text(problem: Any, yaml_path: Location) -> str:
     kind = problem["type"]
     if kind == "extra_forbidden":
         key = str(yaml_path[-1]) if yaml_path else "?"
+        if len(yaml_path) == 1 and key in PLANNED_KEYS:
+            return f"{key!r} is not available yet: {PLANNED_KEYS[key]}; remove it from the policy"
         allowed = _allowed_keys(problem["loc"])
         hint = difflib.get_close_matches(key, allowed, n=1)
         did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
@@ -356,6 +381,11 @@ def _problem_text(problem: Any, yaml_path: Location) -> str:
 
 def _unknown_attack_text(problem: Any) -> str:
     tag = problem.get("ctx", {}).get("tag", "?")
+    if tag in PLANNED_ATTACKS:
+        return (
+            f"attack {tag!r} is not available yet: {PLANNED_ATTACKS[tag]}; "
+            f"available now: {', '.join(_ATTACK_NAMES)}"
+        )
     hint = difflib.get_close_matches(str(tag), _ATTACK_NAMES, n=1)
     did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
     return f"unknown attack {tag!r}{did_you_mean}; available: {', '.join(_ATTACK_NAMES)}"

@@ -1,0 +1,36 @@
+# mia-audit developer entry points. `make demo` and `make test` each build their own venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch/torchvision pinned to the builds the constraint allows (installed from local files here).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test test-slow lint schema bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH_PINS)
+	$(BIN)/pip install --quiet -e '.[dev]' $(TORCH_PINS)
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/mia-audit demo --dir mia-demo
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+test-slow: $(BIN)/.installed
+	$(BIN)/python -m pytest -m slow
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check mia_audit tests bench
+	$(BIN)/mypy mia_audit
+
+schema: $(BIN)/.installed
+	$(BIN)/mia-audit schema > policies/policy.schema.json
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/inference.py
+
+clean:
+	rm -rf $(VENV) mia-demo .mia-cache build dist
