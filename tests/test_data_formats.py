@@ -1,0 +1,130 @@
+"""Data loaders: every supported format, read from real files written here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mia_audit.data.audit import SamplingOptions, build_audit_set, split_by_membership
+from mia_audit.data.formats import load_image_set
+from mia_audit.errors import InputError
+
+RNG = np.random.default_rng(0)
+IMAGES = RNG.integers(0, 256, size=(12, 8, 8, 3), dtype=np.uint8)
+LABELS = np.arange(12) % 3
+
+
+def load(path: Path, allow_pickle: bool = False):  # type: ignore[no-untyped-def]
+    return load_image_set(path, allow_pickle=allow_pickle, field="data.members")
+
+
+def test_npz_uint8_nhwc(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, x=IMAGES, y=LABELS)
+    loaded = load(path)
+    assert len(loaded) == 12
+    np.testing.assert_array_equal(loaded.labels, LABELS)
+    assert loaded.ids[0] == "members:0"
+
+
+def test_npz_float_nchw_matches_uint8(tmp_path: Path) -> None:
+    np.savez(tmp_path / "u.npz", x=IMAGES, y=LABELS)
+    np.savez(tmp_path / "f.npz", x=IMAGES.transpose(0, 3, 1, 2) / 255.0, y=LABELS)
+    from mia_audit.data.images import as_float01
+
+    as_uint8 = as_float01(load(tmp_path / "u.npz").images)
+    as_float = as_float01(load(tmp_path / "f.npz").images)
+    np.testing.assert_allclose(as_uint8, as_float, atol=1e-6)
+
+
+def test_torch_saved_dict_and_pair(tmp_path: Path) -> None:
+    x = torch.from_numpy(IMAGES)
+    y = torch.from_numpy(LABELS)
+    torch.save({"x": x, "y": y}, tmp_path / "dict.pt")
+    torch.save((x, y), tmp_path / "pair.pt")
+    for name in ("dict.pt", "pair.pt"):
+        np.testing.assert_array_equal(load(tmp_path / name).labels, LABELS)
+
+
+def test_image_folder(tmp_path: Path) -> None:
+    for index in range(6):
+        folder = tmp_path / "imgs" / f"class_{index % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(IMAGES[index]).save(folder / f"{index}.png")
+    loaded = load(tmp_path / "imgs")
+    assert loaded.class_names == ("class_0", "class_1")
+    assert sorted(loaded.labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert "class_0/0.png" in loaded.ids.tolist()
+
+
+SEED_SCRIPT = """
+import torch
+from PIL import Image
+import numpy as np
+
+class TaskDataset:
+    def __init__(self):
+        self.ids, self.imgs, self.labels = [], [], []
+
+class MembershipDataset(TaskDataset):
+    def __init__(self):
+        super().__init__()
+        self.membership = []
+
+data = MembershipDataset()
+rng = np.random.default_rng(1)
+for i in range(10):
+    data.ids.append(1000 + i)
+    data.imgs.append(Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)))
+    data.labels.append(i % 4)
+    data.membership.append(i % 2)
+torch.save(data, {path!r})
+"""
+
+
+@pytest.fixture
+def seed_pickle(tmp_path: Path) -> Path:
+    """A pickle made as the seeds made theirs: classes defined in the script's __main__."""
+    path = tmp_path / "pub.pt"
+    script = textwrap.dedent(SEED_SCRIPT.format(path=str(path)))
+    subprocess.run([sys.executable, "-c", script], check=True)
+    return path
+
+
+def test_seed_pickle_needs_allow_pickle(seed_pickle: Path) -> None:
+    with pytest.raises(InputError, match=r"data.members: .*pub.pt.*allow_pickle"):
+        load(seed_pickle)
+
+
+def test_seed_pickle_loads_without_the_classes(seed_pickle: Path) -> None:
+    loaded = load(seed_pickle, allow_pickle=True)
+    assert len(loaded) == 10
+    assert loaded.ids.tolist() == [str(i) for i in range(1000, 1010)]
+    members, non_members = split_by_membership(loaded)
+    assert len(members) == len(non_members) == 5
+
+
+def test_object_npz_refused(tmp_path: Path) -> None:
+    path = tmp_path / "obj.npz"
+    np.savez(path, x=np.array([object()] * 3, dtype=object), y=np.zeros(3))
+    with pytest.raises(InputError, match="allow_pickle"):
+        load(path)
+
+
+def test_balanced_seeded_subsample(tmp_path: Path) -> None:
+    np.savez(tmp_path / "m.npz", x=IMAGES, y=LABELS)
+    np.savez(tmp_path / "n.npz", x=IMAGES[:5], y=LABELS[:5])
+    members = load_image_set(tmp_path / "m.npz", allow_pickle=False, field="data.members")
+    non_members = load_image_set(tmp_path / "n.npz", allow_pickle=False, field="data.non_members")
+    options = SamplingOptions(seed=3, balance=True, max_per_side=None, population_needed=0)
+    first = build_audit_set(members, non_members, None, options)
+    second = build_audit_set(members, non_members, None, options)
+    assert first.n_members == first.n_non_members == 5
+    np.testing.assert_array_equal(first.ids, second.ids)
