@@ -31,7 +31,11 @@ def register_format(name: str, filename: str) -> Callable[[Renderer], Renderer]:
 
 
 def _load_builtins() -> dict[str, ReportFormat]:
-    from mia_audit.reports import json_report  # noqa: F401  (registers itself)
+    from mia_audit.reports import (  # noqa: F401  (each registers itself)
+        json_report,
+        junit_report,
+        markdown_report,
+    )
 
     return _FORMATS
 

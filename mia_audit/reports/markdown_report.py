@@ -1,0 +1,202 @@
+"""summary.md: a short Markdown summary for `$GITHUB_STEP_SUMMARY` (design.md §7).
+
+Plain string building, no templates. Every string that comes from the user (policy name, attack
+ids, paths, notes) goes through `escape` so it can neither break a table nor inject HTML. The
+whole file stays under `MAX_BYTES` (GitHub's step summary limit): the details are cut first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mia_audit.reports import register_format
+from mia_audit.result import AttackResult, Condition, Result, strongest_attack
+
+#: GitHub refuses step summaries of 1 MiB or more.
+MAX_BYTES = 1024 * 1024
+
+#: The FPRs of the per-attack table: (result.json key, column heading).
+TPR_COLUMNS = (("0.05", "5 %"), ("0.01", "1 %"), ("0.001", "0.1 %"))
+
+EXIT_MEANINGS = {
+    0: "every gate condition holds",
+    1: "a gate condition failed",
+    2: "the policy, the inputs or the command line are invalid",
+    3: "the audit could not complete",
+}
+
+TRUNCATED_NOTE = "*Details truncated to keep this summary under 1 MiB; see result.json.*"
+
+# HTML-significant characters become entities; Markdown punctuation gets a backslash.
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "&#124;", '"': "&quot;"}
+_MARKDOWN = set("\\`*_[]~#!")
+
+
+def escape(text: str) -> str:
+    """Make `text` inert inside a Markdown paragraph or table cell (one line, no HTML)."""
+    out = []
+    for char in text:
+        if char in _ENTITIES:
+            out.append(_ENTITIES[char])
+        elif char in _MARKDOWN:
+            out.append("\\" + char)
+        elif char.isspace() or ord(char) < 32 or 0x7F <= ord(char) < 0xA0:
+            out.append(" ")  # newlines, tabs, line separators, control characters
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
+    """A GitHub table; `align` has one letter per column, l (left) or r (right)."""
+    rule = [":--" if a == "l" else "--:" for a in align]
+    return [_row(header), _row(rule), *(_row(r) for r in rows)]
+
+
+def verdict_lines(result: Result) -> list[str]:
+    verdict = "PASS" if result.passed else "FAIL"
+    failed = sum(not c.passed for c in result.gate.conditions)
+    total = len(result.gate.conditions)
+    meaning = EXIT_MEANINGS.get(result.exit_code, "unknown exit code")
+    counts = "no gate conditions set"
+    if total:
+        counts = f"{total - failed} of {total} gate conditions hold"
+    return [
+        f"## mia-audit: {verdict} — {escape(result.policy.name)}",
+        "",
+        f"**{verdict}**: {counts}. Exit code {result.exit_code} ({meaning}).",
+    ]
+
+
+def metric_name(condition: Condition) -> str:
+    """The condition's metric in words, e.g. "TPR at FPR 0.05 (upper CI bound)"; not escaped."""
+    if condition.metric == "tpr_at_fpr" and condition.fpr is not None:
+        label = f"TPR at FPR {condition.fpr:.4g}"
+    else:
+        label = {"auc": "AUC", "advantage": "attacker advantage"}.get(
+            condition.metric, condition.metric
+        )
+    if condition.statistic == "upper":
+        label += " (upper CI bound)"
+    return label
+
+
+def conditions_lines(result: Result) -> list[str]:
+    conditions = result.gate.conditions
+    if not conditions:
+        return ["### Gate conditions", "", "No gate conditions were set."]
+    rows = [
+        [
+            escape(metric_name(c)),
+            escape(c.attack),
+            f"{c.value:.4f}",
+            f"{c.threshold:.4g}",
+            "✅ pass" if c.passed else "❌ fail",
+        ]
+        for c in conditions
+    ]
+    header = ["Metric", "Attack", "Value", "Threshold", "Pass"]
+    return ["### Gate conditions", "", *_table(header, rows, "llrrl")]
+
+
+def tpr_cell(attack: AttackResult, key: str) -> str:
+    if attack.tpr_at_fpr_supported.get(key) is False:
+        return "unsupported"
+    value = attack.tpr_at_fpr.get(key)
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def attacks_lines(result: Result) -> list[str]:
+    if not result.attacks:
+        return ["### Attacks", "", "No attacks ran."]
+    rows = [
+        [
+            escape(a.id),
+            f"{a.auc:.4f}",
+            *(tpr_cell(a, key) for key, _ in TPR_COLUMNS),
+            f"{a.advantage:.4f}",
+        ]
+        for a in result.attacks
+    ]
+    header = ["Attack", "AUC", *(f"TPR at {label} FPR" for _, label in TPR_COLUMNS), "Advantage"]
+    strongest = escape(strongest_attack(result).id)
+    return [
+        "### Attacks",
+        "",
+        *_table(header, rows, "lrrrrr"),
+        "",
+        f"Strongest attack (highest TPR at 5 % FPR): {strongest}.",
+    ]
+
+
+def details_items(result: Result) -> list[str]:
+    """One Markdown list item per fact, so the list can be cut at any item."""
+    target, data, env = result.target, result.data, result.environment
+    items = [
+        f"Target accuracy: members {target.accuracy.members:.4f}, "
+        f"non-members {target.accuracy.non_members:.4f}",
+        f"Data: {data.n_members} members, {data.n_non_members} non-members, "
+        f"{data.n_population} population",
+        f"Audit set sha256: {escape(data.sha256)}",
+        f"Target: {escape(target.path)} ({escape(target.format)}), sha256 {escape(target.sha256)}",
+        f"Policy: {escape(result.policy.path)}, sha256 {escape(result.policy.sha256)}",
+    ]
+    items += [
+        f"Data source {escape(name)}: {escape(src.path)}, {src.n_samples} samples, "
+        f"sha256 {escape(src.sha256)}"
+        for name, src in data.sources.items()
+    ]
+    gpu = f", GPU {escape(env.gpu)}" if env.gpu else ""
+    items += [
+        f"Seed: {result.seed}",
+        f"Device: {escape(env.device)}{gpu}, engine {escape(env.engine)}, "
+        f"precision {escape(env.precision)}",
+        f"Tool: {escape(result.tool.name)} {escape(result.tool.version)}, "
+        f"Python {escape(env.python)}",
+    ]
+    items += [f"Time {escape(phase)}: {seconds:.2f} s" for phase, seconds in result.timings.items()]
+    items += [f"Note: {escape(note)}" for note in [*result.data.notes, *result.notes]]
+    return [f"- {item}" for item in items]
+
+
+def _size(lines: Sequence[str]) -> int:
+    return sum(len(line.encode("utf-8")) + 1 for line in lines)
+
+
+def details_lines(items: Sequence[str], budget: int) -> list[str]:
+    """The collapsible section, keeping as many items as fit in `budget` bytes."""
+    opening = ["<details><summary>Run details</summary>", ""]
+    closing = ["", "</details>"]
+    if _size([*opening, *items, *closing]) <= budget:
+        return [*opening, *items, *closing]
+    kept: list[str] = []
+    room = budget - _size([*opening, "", TRUNCATED_NOTE, *closing])
+    for item in items:
+        room -= _size([item])
+        if room < 0:
+            break
+        kept.append(item)
+    return [*opening, *kept, "", TRUNCATED_NOTE, *closing]
+
+
+def _cap(text: str, limit: int) -> str:
+    """Last resort when even the tables do not fit: cut at a line, then at a character."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    note = "\n\n" + TRUNCATED_NOTE.replace("Details", "Summary") + "\n"
+    head = data[: limit - len(note.encode("utf-8"))].decode("utf-8", errors="ignore")
+    head = head.rsplit("\n", 1)[0] if "\n" in head else head
+    return head + note
+
+
+@register_format("markdown", "summary.md")
+def render_markdown(result: Result) -> bytes:
+    body = [*verdict_lines(result), "", *conditions_lines(result), "", *attacks_lines(result), ""]
+    budget = MAX_BYTES - 1 - _size(body)
+    details = details_lines(details_items(result), budget) if budget > 0 else []
+    return _cap("\n".join([*body, *details]) + "\n", MAX_BYTES - 1).encode("utf-8")
