@@ -90,12 +90,14 @@ def _log_one_minus_probabilities(logits: np.ndarray) -> FloatArray:
     """
     z = np.asarray(logits, dtype=np.float64)
     log_p = log_softmax(z)
-    result = np.log1p(-np.exp(np.minimum(log_p, 0.0)))
+    with np.errstate(divide="ignore"):  # p_k == 1 gives -inf here; replaced exactly below
+        result = np.log1p(-np.exp(np.minimum(log_p, 0.0)))
     top = z.argmax(axis=-1)
     log_rest = _logsumexp(_without_label(z, top, -np.inf)) - _logsumexp(z)
     index = top[..., None]
     top_log_p = np.take_along_axis(log_p, index, axis=-1)[..., 0]
-    exact_top = np.where(top_log_p > -np.log(2.0), log_rest, np.log1p(-np.exp(top_log_p)))
+    with np.errstate(divide="ignore"):
+        exact_top = np.where(top_log_p > -np.log(2.0), log_rest, np.log1p(-np.exp(top_log_p)))
     np.put_along_axis(result, index, exact_top[..., None], axis=-1)
     return result
 
