@@ -205,7 +205,7 @@ def _target_logits(
         model_sha256=model.sha256,
         data_sha256=_audit_images_sha256(audit_set),
         preprocess=preprocess,
-        engine=f"{model.classifier.engine}:{model.classifier.device}",
+        engine=_engine_key(model),
     )
     with progress.stage(f"target inference ({len(views)} views)", len(audit_set.labels)) as advance:
         logits = cached_predict(
@@ -213,6 +213,13 @@ def _target_logits(
             policy.runtime.batch_size, advance=advance, notify=progress.note,
         )
     return ViewLogits(views=views, logits=logits)
+
+
+def _engine_key(model: LoadedModel) -> str:
+    """Engine, device and autocast precision: all three change the logits."""
+    classifier = model.classifier
+    precision = getattr(classifier, "autocast_dtype", None) or "fp32"
+    return f"{classifier.engine}:{classifier.device}:{precision}"
 
 
 def _audit_images_sha256(audit_set: AuditSet) -> str:
