@@ -7,29 +7,56 @@ cache, and returns a `Result`. The CLI decides what to print and where to write.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 
 from mia_audit import __version__, evaluation, metrics
 from mia_audit.attacks.base import Attack, AttackContext, ViewLogits
+from mia_audit.attacks.reference_base import REFERENCES, ReferenceAttack, ReferenceRequest
 from mia_audit.attacks.registry import create_attack
+from mia_audit.baseline import Baseline, load_baseline
 from mia_audit.cache import ArrayCache
 from mia_audit.data.audit import AuditSet, SamplingOptions, build_audit_set, split_by_membership
 from mia_audit.data.formats import load_image_set
 from mia_audit.data.images import ImageSet
 from mia_audit.environment import describe_environment
-from mia_audit.errors import EXIT_GATE_FAILED, EXIT_PASS, AuditError, InputError
-from mia_audit.gate import AttackMetrics, evaluate_gate, gate_fprs
+from mia_audit.errors import (
+    EXIT_GATE_FAILED,
+    EXIT_PASS,
+    AuditError,
+    InputError,
+    ModelError,
+    PolicyError,
+)
+from mia_audit.gate import (
+    AttackMetrics,
+    ClassAuc,
+    check_gate_support,
+    evaluate_gate,
+    gate_fprs,
+    gate_passed,
+    missing_baseline_message,
+    utc_today,
+)
 from mia_audit.hashing import path_sha256
 from mia_audit.inference import LogitsRequest, Preprocessor, cached_predict, choose_precision
 from mia_audit.models.device import resolve_device
 from mia_audit.models.loading import LoadedModel, load_target
-from mia_audit.policy import LoadedPolicy, Policy
+from mia_audit.policy import GateSpec, LoadedPolicy, Policy
 from mia_audit.progress import Progress, SilentProgress
+from mia_audit.reference import (
+    Architecture,
+    ReferenceModels,
+    ReferenceSetup,
+    TargetModel,
+    check_population,
+    population_requirement,
+)
 from mia_audit.queries import IDENTITY, View
 from mia_audit.result import (
     Accuracy,
@@ -42,6 +69,7 @@ from mia_audit.result import (
     TargetInfo,
     ToolInfo,
 )
+from mia_audit.uncertainty import StatisticsInput, add_statistics
 
 
 class Timer:
@@ -61,33 +89,72 @@ class Timer:
 class AuditData:
     audit_set: AuditSet
     sources: dict[str, DataSource]
+    #: The image sets as loaded (before subsampling), by policy field: for checks whose
+    #: errors must name the file, and that must see every sample.
+    parts: dict[str, ImageSet] = field(default_factory=dict)
+    #: Members given (after data.max_per_side, before balancing): the default train_size of
+    #: reference models.
+    members_available: int = 0
+
+    def largest_label(self) -> tuple[int, str]:
+        """The largest label in any file, and that file (`data.<field>: <path>`)."""
+        found = [(int(part.labels.max()), part.source) for part in self.parts.values() if len(part)]
+        return max(found, default=(self.audit_set.num_classes_seen - 1, "data"))
 
 
-def run_audit(loaded: LoadedPolicy, progress: Progress | None = None) -> Result:
-    """Run every attack of the policy and evaluate its gate."""
+def run_audit(
+    loaded: LoadedPolicy,
+    progress: Progress | None = None,
+    *,
+    clock: Callable[[], date] = utc_today,
+) -> Result:
+    """Run every attack of the policy and evaluate its gate.
+
+    `clock` gives the date suppressions expire against (injectable, so tests can pin it).
+    """
     progress = progress or SilentProgress()
     policy = loaded.policy
     timer = Timer()
     attacks = [create_attack(config) for config in policy.attacks]
+    baseline = gate_baseline(policy.gate)
     with timer.phase("load"):
         device = resolve_device(policy.runtime.device)
-        data = load_audit_data(policy, population_needed=0)
+        data = load_audit_data(policy, population_needed=population_requirement(policy))
+        if policy.data.population is not None:
+            check_population(policy, data.members_available, data.audit_set.population)
         model = load_target(policy.model, device, search_path=loaded.path.parent)
+    check_gate_support(
+        policy.gate,
+        data.audit_set.n_non_members,
+        policy.statistics.min_false_positives,
+        _class_sizes(data.audit_set),
+    )
     for note in data.audit_set.notes:
         progress.note(note)
     preprocess = preprocessor(policy)
-    with timer.phase("inference"):
-        num_classes, precision = _check_model(model, data.audit_set, policy, preprocess)
+    with timer.phase("inference"), _naming_model(policy):
+        num_classes, precision = _check_model(model, data, policy, preprocess)
         target = _target_logits(policy, model, data.audit_set, preprocess, attacks, progress)
+    extras: dict[str, object] = {}
+    requests = [attack.request() for attack in attacks if isinstance(attack, ReferenceAttack)]
+    if requests:
+        with timer.phase("reference models"):
+            extras[REFERENCES] = prepare_references(
+                loaded, data, model, num_classes, preprocess, requests, device, progress
+            )
     context = AttackContext(
         target=target,
         labels=data.audit_set.labels,
         is_member=data.audit_set.is_member,
         random_state=policy.runtime.seed,
+        extras=extras,
     )
     results = _run_attacks(attacks, context, data.audit_set, policy, progress, timer)
-    gate_conditions = evaluate_gate(policy.gate, _gate_metrics(results))
-    passed = all(condition.passed for condition in gate_conditions)
+    today = clock()
+    gate_conditions = evaluate_gate(
+        policy.gate, _gate_metrics(results), baseline=baseline, today=today
+    )
+    passed = gate_passed(gate_conditions)
     return Result(
         tool=ToolInfo(version=__version__),
         passed=passed,
@@ -99,7 +166,8 @@ def run_audit(loaded: LoadedPolicy, progress: Progress | None = None) -> Result:
         target=_target_info(policy, model, target, data.audit_set, num_classes, precision),
         data=_data_info(data, policy),
         attacks=results,
-        gate=GateResult(passed=passed, conditions=gate_conditions),
+        gate=GateResult(passed=passed, conditions=gate_conditions, evaluated_on=today),
+        baseline=baseline.info if baseline is not None else None,
         environment=describe_environment(model.classifier.device, model.classifier.engine, precision),
         timings=timer.seconds,
         notes=list(data.audit_set.notes),
@@ -114,15 +182,24 @@ def preprocessor(policy: Policy) -> Preprocessor:
 # --- inputs -----------------------------------------------------------------------------------
 
 
-def load_audit_data(policy: Policy, population_needed: int) -> AuditData:
+def load_audit_data(
+    policy: Policy, population_needed: int | Callable[[int], int] = 0
+) -> AuditData:
+    """Load the policy's data files and build the audit set.
+
+    `population_needed` is the population the reference-model attacks need, or a function of
+    the number of members available (after data.max_per_side), their default train_size.
+    """
     spec = policy.data
     sources: dict[str, DataSource] = {}
+    parts: dict[str, ImageSet] = {}
 
     def load(path: Path, field: str) -> ImageSet:
         image_set = load_image_set(path, allow_pickle=spec.allow_pickle, field=f"data.{field}")
         sources[field] = DataSource(
             path=str(path), sha256=path_sha256(path), n_samples=len(image_set)
         )
+        parts[field] = image_set
         return image_set
 
     if spec.audit is not None:
@@ -131,6 +208,9 @@ def load_audit_data(policy: Policy, population_needed: int) -> AuditData:
         assert spec.members is not None and spec.non_members is not None
         members, non_members = load(spec.members, "members"), load(spec.non_members, "non_members")
     population = load(spec.population, "population") if spec.population else None
+    members_available = min(len(members), spec.max_per_side or len(members))
+    if callable(population_needed):
+        population_needed = population_needed(members_available)
     options = SamplingOptions(
         seed=policy.runtime.seed,
         balance=spec.balance,
@@ -138,26 +218,38 @@ def load_audit_data(policy: Policy, population_needed: int) -> AuditData:
         population_needed=population_needed,
     )
     audit_set = build_audit_set(members, non_members, population, options)
+    data = AuditData(audit_set, sources, parts, members_available)
     if spec.class_names is not None:
-        audit_set = _with_class_names(audit_set, spec.class_names)
-    return AuditData(audit_set, sources)
+        data = _with_class_names(data, spec.class_names)
+    return data
 
 
-def _with_class_names(audit_set: AuditSet, names: tuple[str, ...]) -> AuditSet:
+def _with_class_names(data: AuditData, names: tuple[str, ...]) -> AuditData:
     from dataclasses import replace
 
-    if audit_set.num_classes_seen > len(names):
+    label, source = data.largest_label()
+    if label >= len(names):
         raise InputError(
-            f"data.class_names: lists {len(names)} names but labels go up to "
-            f"{audit_set.num_classes_seen - 1}"
+            f"{source}: label {label} is out of range: data.class_names lists {len(names)} "
+            f"names, so labels must be 0..{len(names) - 1}; fix the labels or data.class_names"
         )
-    return replace(audit_set, class_names=names)
+    return replace(data, audit_set=replace(data.audit_set, class_names=names))
+
+
+@contextmanager
+def _naming_model(policy: Policy) -> Iterator[None]:
+    """Name the model file in errors raised where only the classifier was known."""
+    try:
+        yield
+    except ModelError as error:
+        raise ModelError(f"model.path: {policy.model.path}: {error}") from error
 
 
 def _check_model(
-    model: LoadedModel, audit_set: AuditSet, policy: Policy, preprocess: Preprocessor
+    model: LoadedModel, data: AuditData, policy: Policy, preprocess: Preprocessor
 ) -> tuple[int, str]:
     """Run a probe batch: output width must fit num_classes and the labels."""
+    audit_set = data.audit_set
     preprocess.output_channels(audit_set.images.shape[1])
     probe = preprocess(audit_set.images[: min(8, len(audit_set.images))])
     logits = _probe(model, probe)
@@ -165,13 +257,14 @@ def _check_model(
     declared = policy.model.num_classes
     if declared is not None and declared != num_classes:
         raise InputError(
-            f"model.num_classes: is {declared} but the model outputs {num_classes} logits; "
-            "set it to the model's number of classes"
+            f"model.num_classes: is {declared} but the model ({policy.model.path.name}) outputs "
+            f"{num_classes} logits; set model.num_classes: {num_classes}, or use the right model"
         )
-    if audit_set.num_classes_seen > num_classes:
+    label, source = data.largest_label()
+    if label >= num_classes:
         raise InputError(
-            f"data: label {audit_set.num_classes_seen - 1} is out of range for a model with "
-            f"{num_classes} outputs; labels must be 0..{num_classes - 1}"
+            f"{source}: label {label} is out of range for a model with {num_classes} outputs; "
+            f"labels must be 0..{num_classes - 1}: fix the labels, or use the right model"
         )
     precision = choose_precision(model.classifier, probe, policy.runtime.precision)
     return num_classes, precision
@@ -228,6 +321,47 @@ def _audit_images_sha256(audit_set: AuditSet) -> str:
     return arrays_sha256(audit_set.images)
 
 
+# --- reference models -------------------------------------------------------------------------
+
+
+def prepare_references(
+    loaded: LoadedPolicy,
+    data: AuditData,
+    model: LoadedModel,
+    num_classes: int,
+    preprocess: Preprocessor,
+    requests: Sequence[ReferenceRequest],
+    device: str,
+    progress: Progress,
+) -> ReferenceModels:
+    """Train (or load) every reference model the attacks asked for, once, with their logits."""
+    policy = loaded.policy
+    recipe = policy.reference_training.resolve(policy.model, data.members_available)
+    assert recipe.architecture is not None  # the policy validator guarantees one
+    audit_set = data.audit_set
+    setup = ReferenceSetup(
+        recipe=recipe,
+        architecture=Architecture(
+            recipe.architecture, num_classes, bool(recipe.cifar_stem), loaded.path.parent
+        ),
+        audit_images=audit_set.images,
+        audit_labels=audit_set.labels,
+        population=audit_set.population,
+        preprocess=preprocess,
+        device=device,
+        batch_size=policy.runtime.batch_size,
+        seed=policy.runtime.seed,
+        target=TargetModel(model.classifier, model.sha256, _engine_key(model)),
+    )
+    references = ReferenceModels(setup, policy.runtime.cache_dir, progress=progress)
+    references.prepare(requests)
+    progress.note(
+        f"reference models: {references.trained} trained, "
+        f"{len(references.model_keys) - references.trained} reused from the cache"
+    )
+    return references
+
+
 # --- attacks and metrics ----------------------------------------------------------------------
 
 
@@ -240,6 +374,7 @@ def _run_attacks(
     timer: Timer,
 ) -> list[AttackResult]:
     fprs = evaluation.report_fprs(gate_fprs(policy.gate))
+    inputs = _statistics_input(context, audit_set, policy, fprs)
     results = []
     for attack in attacks:
         label = attack.config.label
@@ -251,8 +386,25 @@ def _run_attacks(
                 raise AuditError(f"attack {label!r} produced invalid scores (non-finite or wrong shape)")
             result = attack_result(attack, output.parameters, scores, audit_set, fprs)
             result.seconds = round(time.perf_counter() - start, 3)
+        with timer.phase("statistics"), progress.stage(f"statistics {label}", None):
+            add_statistics(result, scores, inputs)
         results.append(result)
     return results
+
+
+def _statistics_input(
+    context: AttackContext, audit_set: AuditSet, policy: Policy, fprs: Sequence[float]
+) -> StatisticsInput:
+    """What every attack's CIs need: membership, labels, target correctness, the settings."""
+    predicted = np.asarray(context.target.identity).argmax(axis=-1)
+    return StatisticsInput(
+        is_member=audit_set.is_member,
+        labels=audit_set.labels,
+        correct=predicted == audit_set.labels,
+        fprs=fprs,
+        spec=policy.statistics,
+        seed=policy.runtime.seed,
+    )
 
 
 def attack_result(
@@ -286,14 +438,55 @@ def attack_result(
 
 
 def _gate_metrics(results: Sequence[AttackResult]) -> dict[str, AttackMetrics]:
-    return {
-        result.id: AttackMetrics(
-            auc=result.auc,
-            advantage=result.advantage,
-            tpr_at_fpr={float(key): value for key, value in result.tpr_at_fpr.items()},
+    return {result.id: gate_metrics(result) for result in results}
+
+
+def gate_metrics(result: AttackResult) -> AttackMetrics:
+    """What the gate reads of one attack: point estimates, CIs, epsilon, class slices."""
+    ci = {f"tpr_at_fpr@{key}": interval for key, interval in result.tpr_at_fpr_ci.items()}
+    if result.auc_ci is not None:
+        ci["auc"] = result.auc_ci
+    if result.advantage_ci is not None:
+        ci["advantage"] = result.advantage_ci
+    classes = [
+        ClassAuc(
+            label=str(row.label) if row.name is None else f"{row.label} ({row.name})",
+            auc=row.auc,
+            ci=row.auc_ci,
+            n_members=row.n_members,
+            n_non_members=row.n_non_members,
         )
-        for result in results
-    }
+        for row in result.per_class
+        if row.auc is not None
+    ]
+    epsilon = result.epsilon_lower_bound
+    return AttackMetrics(
+        auc=result.auc,
+        advantage=result.advantage,
+        tpr_at_fpr={float(key): value for key, value in result.tpr_at_fpr.items()},
+        ci=ci,
+        epsilon=None if epsilon is None else epsilon.value,
+        classes=classes,
+    )
+
+
+def gate_baseline(gate: GateSpec) -> Baseline | None:
+    """The baseline the gate compares with, checked before any work is done (exit 2)."""
+    if gate.baseline is None:
+        if gate.needs_baseline:
+            first = next(i for i, _ in gate.limits() if "_increase" in i)
+            raise PolicyError(missing_baseline_message(first))
+        return None
+    return load_baseline(gate.baseline)
+
+
+def _class_sizes(audit_set: AuditSet) -> list[tuple[int, int]]:
+    """(members, non-members) of every class in the audit set."""
+    labels, members = audit_set.labels, audit_set.is_member
+    return [
+        (int((members & (labels == c)).sum()), int((~members & (labels == c)).sum()))
+        for c in np.unique(labels)
+    ]
 
 
 # --- result pieces ----------------------------------------------------------------------------

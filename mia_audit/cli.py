@@ -109,6 +109,12 @@ def run(
         list[str] | None,
         typer.Option("--format", "-f", help="Report format (repeatable); overrides outputs."),
     ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            help="A previous result.json for the *_increase conditions; overrides gate.baseline."
+        ),
+    ] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -118,7 +124,9 @@ def run(
         from mia_audit.reports import render_reports, write_reports
         from mia_audit.reports.terminal import summary_text, verdict_line
 
-        loaded = _load_with_overrides(policy, output_dir, device, seed, formats)
+        loaded = _load_with_overrides(
+            policy, output_dir, device, seed, formats, baseline=baseline
+        )
         out_dir = loaded.policy.outputs.dir
         _check_writable(out_dir)
         from mia_audit._console import ConsoleProgress
@@ -136,6 +144,7 @@ def _load_with_overrides(
     device: Device | None,
     seed: int | None,
     formats: list[str] | None,
+    baseline: Path | None = None,
 ) -> Any:
     from mia_audit.policy import load_policy, with_overrides
 
@@ -146,6 +155,7 @@ def _load_with_overrides(
         device=device.value if device else None,
         seed=seed,
         formats=tuple(formats) if formats else None,
+        baseline=baseline.resolve() if baseline else None,
     )
     return loaded
 
@@ -163,6 +173,90 @@ def _check_writable(directory: Path) -> None:
             f"outputs.dir: {directory}: cannot write there ({error.strerror}); "
             "choose a writable folder with --output-dir"
         ) from None
+
+
+#: What `render` writes when no --format is given (result.json is its input, not an output).
+RENDER_DEFAULT_FORMATS = ("html", "markdown", "junit")
+
+
+@app.command()
+def render(
+    result_json: Annotated[Path, typer.Argument(help="A result.json written by `mia-audit run`.")],
+    formats: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format", "-f", help="Format to write (repeatable); default html, markdown, junit."
+        ),
+    ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", "-o", help="Where to write (default: RESULT_JSON's folder)."),
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Re-render reports from a result.json without re-running attacks (exit 0, or 2 if invalid)."""
+    with _guard(verbose):
+        from mia_audit.reports import render_reports, write_reports
+
+        names = _render_formats(formats or list(RENDER_DEFAULT_FORMATS))
+        result = _load_result(result_json)
+        out_dir = (output_dir or result_json.parent).resolve()
+        _check_writable(out_dir)
+        written = write_reports(render_reports(result, names), out_dir)
+        typer.echo(f"rendered from {result_json}: {', '.join(str(p) for p in written)}")
+
+
+def _render_formats(names: list[str]) -> list[str]:
+    from mia_audit.errors import InputError
+    from mia_audit.reports import format_names
+
+    available = sorted(format_names())
+    for name in names:
+        if name not in available:
+            raise InputError(
+                f"--format: unknown format {name!r}; available: {', '.join(available)}"
+            )
+    return list(dict.fromkeys(names))
+
+
+def _load_result(path: Path) -> Any:
+    """Parse a result.json; any problem is one line naming the file (exit 2)."""
+    import json
+
+    from pydantic import ValidationError
+
+    from mia_audit.errors import InputError
+    from mia_audit.result import SCHEMA_VERSION, Result
+
+    try:
+        document = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise InputError(
+            f"{path}: no such file; give the result.json `mia-audit run` wrote"
+        ) from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read it ({error.strerror})") from None
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+        raise InputError(f"{path}: not valid JSON ({error}); re-run the audit") from None
+    version = document.get("schema_version") if isinstance(document, dict) else None
+    if isinstance(version, int) and version != SCHEMA_VERSION:
+        raise InputError(
+            f"{path}: result schema version {version}, but this mia-audit reads version "
+            f"{SCHEMA_VERSION}; render it with the mia-audit that wrote it, or re-run the audit"
+        )
+    try:
+        return Result.model_validate(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "top level"
+        raise InputError(
+            f"{path}: not a mia-audit result.json ({where}: {first['msg']}"
+            f"{_more(error.error_count() - 1)})"
+        ) from None
+
+
+def _more(count: int) -> str:
+    return "" if count <= 0 else f"; and {count} more problem{'s' if count > 1 else ''}"
 
 
 @app.command()

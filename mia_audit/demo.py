@@ -233,7 +233,7 @@ gate:
     - {{fpr: 0.05, max: 0.10}}
 outputs:
   dir: report
-  formats: [json, markdown, junit]
+  formats: [json, html, markdown, junit]
 runtime:
   device: auto
   seed: 0

@@ -34,3 +34,10 @@ class AuditError(MiaAuditError):
     """Something failed while the audit ran (model inference, training, an attack)."""
 
     exit_code = EXIT_INCOMPLETE
+
+
+class ModelError(AuditError):
+    """The model failed on a batch or produced unusable outputs (NaN, wrong shape).
+
+    Raised where the model file is not known; the audit names `model.path` in front.
+    """

@@ -14,7 +14,7 @@ import numpy as np
 
 from mia_audit.cache import ArrayCache
 from mia_audit.data.images import as_float01
-from mia_audit.errors import AuditError, InputError
+from mia_audit.errors import AuditError, InputError, ModelError
 from mia_audit.models.classifier import Classifier, OutOfMemory, TorchClassifier
 from mia_audit.queries import View
 
@@ -159,11 +159,11 @@ def _run_padded(classifier: Classifier, batch: np.ndarray) -> np.ndarray:
 
 def _checked(logits: np.ndarray) -> np.ndarray:
     if logits.ndim != 2:
-        raise AuditError(
+        raise ModelError(
             f"the model returned outputs of shape {logits.shape}; expected (batch, classes) logits"
         )
     if not np.isfinite(logits).all():
-        raise AuditError(
+        raise ModelError(
             "the model produced NaN or infinite logits; check the model file and the "
             "preprocessing (mean/std) it expects"
         )

@@ -11,6 +11,7 @@ import hashlib
 import types
 import typing
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,22 +27,19 @@ from pydantic import (
 )
 
 from mia_audit._yaml import Location, load_yaml
+from mia_audit.attacks.reference_base import ReferenceAttackConfig
 from mia_audit.attacks.registry import AttackConfig, attack_config_union
 from mia_audit.errors import PolicyError
+from mia_audit.metrics import fpr_key
+from mia_audit.training import TrainingRecipe
 
 POLICY_VERSION = 1
 
 #: Contract keys (design.md §12) whose feature has not landed yet: rejected with a clear message
 #: rather than as a typo.
-PLANNED_KEYS = {
-    "reference_training": "reference-model training arrives with the lira/rmia/shadow attacks",
-}
-PLANNED_ATTACKS = {
-    "lira": "it needs reference models, which arrive in a later release",
-    "rmia": "it needs reference models, which arrive in a later release",
-    "shadow": "it needs shadow models, which arrive in a later release",
-}
-PLANNED_FORMATS = {"html": "the HTML report arrives in a later release"}
+PLANNED_KEYS: dict[str, str] = {}
+PLANNED_ATTACKS: dict[str, str] = {}
+PLANNED_FORMATS: dict[str, str] = {}
 
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
@@ -167,6 +165,87 @@ def _tpr_limit_item(item: Any) -> Any:
     return {"max": item} if isinstance(item, int | float) and not isinstance(item, bool) else item
 
 
+def _point_only(value: Any) -> Any:
+    if value == "upper":
+        raise ValueError(
+            "statistic 'upper' does not apply here: the epsilon lower bound is already a "
+            "Clopper-Pearson confidence bound (at statistics.confidence_level); use 'point'"
+        )
+    return value
+
+
+class EpsilonLimit(StrictModel):
+    """The empirical epsilon lower bound must stay at or below `max` for every attack in scope."""
+
+    max: float = Field(ge=0, description="Largest allowed epsilon lower bound (natural log).")
+    statistic: Annotated[Literal["point"], BeforeValidator(_point_only)] = Field(
+        "point",
+        description="Only `point`: the bound is itself a one-sided confidence bound.",
+    )
+    attacks: tuple[str, ...] | None = Field(None, description="Attack ids in scope (default all).")
+
+
+class ClassAucLimit(MetricLimit):
+    """AUC within every class slice must stay at or below `max`; the strongest class decides."""
+
+    min_samples: int = Field(
+        10,
+        ge=1,
+        description=(
+            "Classes with fewer members or fewer non-members than this are reported but not "
+            "gated (their AUC is mostly noise)."
+        ),
+    )
+
+
+class IncreaseLimit(StrictModel):
+    """A metric may rise by at most `max` over the baseline result, per attack."""
+
+    max: float = Field(ge=0, le=1, description="Largest allowed increase over the baseline.")
+    attacks: tuple[str, ...] | None = Field(None, description="Attack ids in scope (default all).")
+
+
+class TprIncreaseLimit(IncreaseLimit):
+    """TPR at a false-positive rate may rise by at most `max` over the baseline."""
+
+    fpr: float = Field(0.05, ge=0, lt=1)
+
+
+def _non_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty: say why the condition is waived")
+    return value
+
+
+class Suppression(StrictModel):
+    """Waive a failing condition until a date, for a stated reason; it stays in the reports."""
+
+    condition: str = Field(
+        min_length=1,
+        description=(
+            "The condition's id (e.g. `auc`, `tpr_at_fpr@0.05`, `epsilon_lower_bound`) or "
+            "its metric, which matches every condition on it (e.g. `tpr_at_fpr`)."
+        ),
+    )
+    attack: str | None = Field(
+        None, description="Waive only this attack's failure (default: any attack's)."
+    )
+    reason: Annotated[str, AfterValidator(_non_blank)] = Field(
+        description="Why the failure is accepted (shown in every report)."
+    )
+    expires: date = Field(
+        description="Last day the waiver applies (YYYY-MM-DD, UTC); afterwards it fails again."
+    )
+
+    def matches(self, condition_id: str) -> bool:
+        """Whether this suppression names the condition `condition_id` (or its metric)."""
+        return self.condition in (condition_id, condition_id.split("@", 1)[0])
+
+
+#: Any condition of the gate, as `GateSpec.limits` lists it.
+GateLimit = MetricLimit | EpsilonLimit | IncreaseLimit
+
+
 class GateSpec(StrictModel):
     """Conditions that must hold for the audit to pass."""
 
@@ -176,6 +255,88 @@ class GateSpec(StrictModel):
     max_auc: ScalarLimit | None = None
     max_tpr_at_fpr: Annotated[tuple[TprLimit, ...], BeforeValidator(_tpr_limits)] = ()
     max_advantage: ScalarLimit | None = None
+    max_epsilon_lower_bound: Annotated[EpsilonLimit, BeforeValidator(_scalar_limit)] | None = Field(
+        None, description="Limit on the empirical epsilon lower bound (statistics.delta)."
+    )
+    max_class_auc: Annotated[ClassAucLimit, BeforeValidator(_scalar_limit)] | None = Field(
+        None, description="Limit on the AUC within each class; the strongest class decides."
+    )
+    max_auc_increase: Annotated[IncreaseLimit, BeforeValidator(_scalar_limit)] | None = Field(
+        None, description="Largest AUC increase over the baseline result, per attack."
+    )
+    max_tpr_at_fpr_increase: Annotated[
+        tuple[TprIncreaseLimit, ...], BeforeValidator(_tpr_limits)
+    ] = Field((), description="Largest TPR@FPR increase over the baseline result, per attack.")
+    baseline: PolicyPath | None = Field(
+        None,
+        description=(
+            "A previous result.json for the *_increase conditions (`mia-audit run --baseline` "
+            "overrides it)."
+        ),
+    )
+    suppressions: tuple[Suppression, ...] = Field(
+        (), description="Waivers for failing conditions, each with a reason and an expiry date."
+    )
+
+    def limits(self) -> list[tuple[str, GateLimit]]:
+        """(condition id, limit) for every condition, in a stable order; ids are unique."""
+        limits: list[tuple[str, GateLimit]] = []
+        if self.max_auc is not None:
+            limits.append(("auc", self.max_auc))
+        limits.extend((f"tpr_at_fpr@{fpr_key(lim.fpr)}", lim) for lim in self.max_tpr_at_fpr)
+        if self.max_advantage is not None:
+            limits.append(("advantage", self.max_advantage))
+        if self.max_epsilon_lower_bound is not None:
+            limits.append(("epsilon_lower_bound", self.max_epsilon_lower_bound))
+        if self.max_class_auc is not None:
+            limits.append(("class_auc", self.max_class_auc))
+        if self.max_auc_increase is not None:
+            limits.append(("auc_increase", self.max_auc_increase))
+        limits.extend(
+            (f"tpr_at_fpr_increase@{fpr_key(lim.fpr)}", lim) for lim in self.max_tpr_at_fpr_increase
+        )
+        return limits
+
+    @property
+    def needs_baseline(self) -> bool:
+        return self.max_auc_increase is not None or bool(self.max_tpr_at_fpr_increase)
+
+    @model_validator(mode="after")
+    def _known_conditions(self) -> GateSpec:
+        ids = [condition_id for condition_id, _ in self.limits()]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"condition {duplicates[0]!r} is listed twice")
+        for suppression in self.suppressions:
+            if not any(suppression.matches(i) for i in ids):
+                known = ", ".join(ids) or "none"
+                raise ValueError(
+                    f"suppression names condition {suppression.condition!r}, which the gate "
+                    f"does not have (conditions: {known})"
+                )
+        return self
+
+
+class StatisticsSpec(StrictModel):
+    """How uncertainty is measured: bootstrap CIs, the epsilon lower bound, FPR support."""
+
+    confidence_level: float = Field(
+        0.95, gt=0, lt=1, description="Level of every CI and of the epsilon lower bound."
+    )
+    n_resamples: int = Field(
+        1000, ge=100, le=100_000, description="Stratified bootstrap resamples per CI."
+    )
+    delta: float = Field(
+        1e-5, ge=0, lt=1, description="The delta of (epsilon, delta)-DP for the epsilon bound."
+    )
+    min_false_positives: int = Field(
+        10,
+        ge=1,
+        description=(
+            "A TPR at FPR a needs a * non-members >= this many; a gate condition on an FPR "
+            "the data cannot support is an error."
+        ),
+    )
 
 
 def _available_format(value: str) -> str:
@@ -186,14 +347,17 @@ def _available_format(value: str) -> str:
     return value
 
 
-_FORMAT_NAMES = ("json", "markdown", "junit")
+_FORMAT_NAMES = ("json", "html", "markdown", "junit")
 OutputFormat = Annotated[str, AfterValidator(_available_format)]
 
 
 class OutputSpec(StrictModel):
     dir: PolicyPath = Field(Path("mia-report"), description="Output folder.")
     formats: tuple[OutputFormat, ...] = Field(
-        ("json", "markdown"), min_length=1, description="Report formats: json, markdown, junit."
+        ("json", "html", "markdown"),
+        min_length=1,
+        description="Report formats: json (result.json), html (report.html), markdown "
+        "(summary.md), junit (junit.xml).",
     )
 
 
@@ -206,6 +370,23 @@ class RuntimeSpec(StrictModel):
         "auto",
         description="GPU inference precision; `auto` uses bf16 when logits match fp32 closely.",
     )
+
+
+class ReferenceTraining(TrainingRecipe, StrictModel):
+    """How reference and shadow models are trained: copy the target's recipe as closely as
+    you know it (mismatched augmentation is the largest known loss of attack power).
+
+    Unset `architecture`, `cifar_stem` and `train_size` default to model.architecture,
+    model.cifar_stem and the number of members; `resolve` fills them in.
+    """
+
+    def resolve(self, model: ModelSpec, n_members: int) -> TrainingRecipe:
+        """The concrete recipe (every default filled in), as the model cache keys it."""
+        values = self.model_dump()
+        values["architecture"] = self.architecture or model.architecture
+        values["cifar_stem"] = model.cifar_stem if self.cifar_stem is None else self.cifar_stem
+        values["train_size"] = self.train_size or n_members
+        return TrainingRecipe.model_validate(values)
 
 
 def _bare_attack_name(value: Any) -> Any:
@@ -230,9 +411,18 @@ class Policy(StrictModel):
     gate: GateSpec = GateSpec()
     outputs: OutputSpec = OutputSpec()
     runtime: RuntimeSpec = RuntimeSpec()
+    statistics: StatisticsSpec = Field(
+        default_factory=StatisticsSpec,
+        description="Confidence intervals, the epsilon lower bound and the FPR support rule.",
+    )
+    reference_training: ReferenceTraining = Field(
+        default_factory=ReferenceTraining,
+        description="The recipe for reference and shadow models (lira, rmia, shadow).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
+        self._check_reference_architecture()
         ids = [attack.label for attack in self.attacks]
         duplicates = sorted({label for label in ids if ids.count(label) > 1})
         if duplicates:
@@ -248,14 +438,28 @@ class Policy(StrictModel):
                 )
         return self
 
+    def _check_reference_architecture(self) -> None:
+        """Reference models are trained here: an ONNX or TorchScript target does not say its
+        architecture, so the policy must."""
+        users = [attack.label for attack in self.reference_attacks]
+        if users and not (self.reference_training.architecture or self.model.architecture):
+            raise ValueError(
+                f"reference_training.architecture: attack {users[0]!r} trains reference models, "
+                "but neither reference_training.architecture nor model.architecture names "
+                "their architecture (an ONNX or TorchScript target does not say); set one, "
+                "e.g. resnet18 or a 'module:function' factory"
+            )
+
+    @property
+    def reference_attacks(self) -> tuple[ReferenceAttackConfig, ...]:
+        """The attacks that need reference or shadow models."""
+        return tuple(a for a in self.attacks if isinstance(a, ReferenceAttackConfig))
+
     def _gate_scopes(self) -> list[tuple[str, ...]]:
-        limits: list[MetricLimit | None] = [
-            self.gate.max_auc,
-            self.gate.max_advantage,
-            *self.gate.max_tpr_at_fpr,
-        ]
-        scopes = [limit.attacks for limit in limits if limit is not None and limit.attacks]
-        return [*([self.gate.attacks] if self.gate.attacks else []), *scopes]
+        """Every list of attack ids the gate names (condition scopes and suppressions)."""
+        scopes = [limit.attacks for _, limit in self.gate.limits() if limit.attacks]
+        waived = [(s.attack,) for s in self.gate.suppressions if s.attack is not None]
+        return [*([self.gate.attacks] if self.gate.attacks else []), *scopes, *waived]
 
     @property
     def attack_labels(self) -> tuple[str, ...]:
@@ -438,8 +642,12 @@ def with_overrides(
     device: str | None = None,
     seed: int | None = None,
     formats: Sequence[str] | None = None,
+    baseline: Path | None = None,
 ) -> Policy:
     """Apply command-line overrides (re-validated like the file itself)."""
+    if baseline is not None:
+        gate = policy.gate.model_copy(update={"baseline": baseline})
+        policy = policy.model_copy(update={"gate": gate})
     outputs: dict[str, Any] = {}
     runtime: dict[str, Any] = {}
     if output_dir is not None:
@@ -471,6 +679,7 @@ def check_paths_exist(policy: Policy) -> None:
         "data.non_members": policy.data.non_members,
         "data.audit": policy.data.audit,
         "data.population": policy.data.population,
+        "gate.baseline": policy.gate.baseline,
     }
     for field, path in named.items():
         if path is not None and not path.exists():

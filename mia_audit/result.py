@@ -7,6 +7,7 @@ reproduces them without re-running attacks.
 from __future__ import annotations
 
 import json
+from datetime import date
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +17,10 @@ SCHEMA_VERSION = 1
 
 class ResultModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+#: A confidence interval ``[low, high]``.
+Interval = tuple[float, float]
 
 
 class ToolInfo(ResultModel):
@@ -82,7 +87,37 @@ class ClassBreakdown(ResultModel):
     n_members: int
     n_non_members: int
     auc: float | None = Field(None, description="None when a side has no samples.")
+    auc_ci: Interval | None = Field(None, description="Bootstrap CI of the class's AUC.")
     tpr_at_fpr: dict[str, float | None] = {}
+
+
+class SliceBreakdown(ResultModel):
+    """The attack within one slice of the audit set (e.g. samples the target got right)."""
+
+    name: str = Field(description="`correct` or `misclassified` (by the target's top-1).")
+    n_members: int
+    n_non_members: int
+    auc: float | None = Field(None, description="None when a side has no samples.")
+    auc_ci: Interval | None = None
+
+
+class EpsilonLowerBound(ResultModel):
+    """Empirical epsilon lower bound of (epsilon, delta)-DP, with the evidence behind it.
+
+    The threshold is chosen on one seeded half of the audit set and the bound evaluated on the
+    other half, from Clopper-Pearson intervals of TPR and FPR at `confidence`.
+    """
+
+    value: float = Field(description="The epsilon lower bound (natural log).")
+    threshold: float = Field(description="Score threshold: member iff score >= threshold.")
+    tpr: float = Field(description="TPR at the threshold on the evaluation half.")
+    fpr: float = Field(description="FPR at the threshold on the evaluation half.")
+    tpr_ci: Interval = Field(description="Clopper-Pearson interval of the TPR.")
+    fpr_ci: Interval = Field(description="Clopper-Pearson interval of the FPR.")
+    delta: float
+    confidence: float
+    n_selection: int = Field(description="Samples that chose the threshold.")
+    n_evaluation: int = Field(description="Samples the bound was computed on.")
 
 
 class VulnerableSample(ResultModel):
@@ -104,28 +139,75 @@ class AttackResult(ResultModel):
     tpr_at_fpr_supported: dict[str, bool]
     balanced_accuracy: float
     advantage: float
+    auc_ci: Interval | None = Field(None, description="Stratified bootstrap CI of the AUC.")
+    tpr_at_fpr_ci: dict[str, Interval] = Field(
+        {}, description="Bootstrap CI of each TPR, keyed like `tpr_at_fpr`."
+    )
+    advantage_ci: Interval | None = None
+    ci_level: float | None = Field(None, description="Confidence level of every CI.")
+    ci_resamples: int | None = Field(None, description="Bootstrap resamples behind every CI.")
+    epsilon_lower_bound: EpsilonLowerBound | None = None
     roc: Roc
     score_histogram: Histogram
     per_class: list[ClassBreakdown] = []
+    slices: list[SliceBreakdown] = Field(
+        [], description="Correctly classified vs misclassified samples."
+    )
     most_vulnerable: list[VulnerableSample] = []
     seconds: float = 0.0
 
 
 class Condition(ResultModel):
-    metric: str = Field(description="auc, tpr_at_fpr or advantage.")
+    id: str = Field("", description="Condition id, as suppressions name it (e.g. tpr_at_fpr@0.05).")
+    metric: str = Field(
+        description=(
+            "auc, tpr_at_fpr, advantage, epsilon_lower_bound, class_auc, auc_increase or "
+            "tpr_at_fpr_increase."
+        )
+    )
     fpr: float | None = None
     attack: str = Field(description="The attack that decides: the worst in scope.")
-    value: float
+    value: float = Field(description="What is compared with the threshold.")
     threshold: float
-    passed: bool
+    passed: bool = Field(description="Whether value <= threshold (a waiver does not change it).")
     statistic: str = "point"
+    point: float | None = Field(None, description="The deciding attack's point estimate.")
+    ci: Interval | None = Field(None, description="The deciding attack's CI of the metric.")
+    slice: str | None = Field(None, description="The deciding slice (class_auc: the class).")
+    baseline_value: float | None = Field(
+        None, description="Baseline conditions: the previous value."
+    )
+    current_value: float | None = Field(None, description="Baseline conditions: the value now.")
     per_attack: dict[str, float] = {}
     description: str
+    note: str | None = None
+    waived: bool = Field(False, description="Failed, but an unexpired suppression waives it.")
+    waiver_reason: str | None = None
+    waiver_expires: date | None = None
+    waiver_expired: bool = Field(False, description="Failed; its suppression has expired.")
+
+    @property
+    def holds(self) -> bool:
+        """Whether the condition lets the gate pass: it passed, or its failure is waived."""
+        return self.passed or self.waived
 
 
 class GateResult(ResultModel):
     passed: bool
     conditions: list[Condition]
+    evaluated_on: date | None = Field(
+        None, description="The date suppressions were checked against (UTC)."
+    )
+
+
+class BaselineInfo(ResultModel):
+    """The previous result the *_increase conditions compared with."""
+
+    path: str
+    sha256: str
+    schema_version: int
+    policy_name: str | None = None
+    tool_version: str | None = None
 
 
 class Environment(ResultModel):
@@ -151,6 +233,7 @@ class Result(ResultModel):
     attacks: list[AttackResult]
     gate: GateResult
     environment: Environment
+    baseline: BaselineInfo | None = None
     timings: dict[str, float] = Field(description="Seconds per phase.")
     notes: list[str] = []
 

@@ -41,20 +41,26 @@ class _Confusion(NamedTuple):
 
 @dataclass(frozen=True)
 class BootstrapResult:
-    """Percentile confidence intervals ``(low, high)`` at ``level`` from ``n_resamples``."""
+    """Percentile confidence intervals ``(low, high)`` at ``level`` from ``n_resamples``.
+
+    ``advantage`` is None unless it was asked for (it costs one more gather per resample).
+    """
 
     level: float
     n_resamples: int
     auc: tuple[float, float]
     tpr_at_fpr: dict[float, tuple[float, float]]
+    advantage: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
 class BootstrapReplicates:
-    """The metric on every resample: ``auc[r]`` and ``tpr_at_fpr[fpr][r]``."""
+    """The metric on every resample: ``auc[r]``, ``tpr_at_fpr[fpr][r]`` and, when asked for,
+    ``advantage[r]``."""
 
     auc: np.ndarray
     tpr_at_fpr: dict[float, np.ndarray]
+    advantage: np.ndarray | None = None
 
 
 # --- resampling -------------------------------------------------------------------------------
@@ -200,6 +206,22 @@ def _tp_counts(
     return np.array([picked.get(k, full) for k in max_fp], dtype=np.int64).reshape(-1, rows)
 
 
+def _advantage(pos_counts: np.ndarray, neg_prefix: np.ndarray, ranked: _Ranked) -> np.ndarray:
+    """max(TPR - FPR) per row, as `metrics.advantage` computes it on the resample.
+
+    The best threshold lies just above some non-member's score (lowering it past members
+    only adds true positives), so every candidate is "members strictly above non-member j"
+    against "non-members ranked before j". Within a tie group of non-members the first one
+    counts the right false positives and the others count more, so the maximum is exact; the
+    candidates are real ROC points of the resample, and (0, 0) gives the floor 0.
+    """
+    n_pos, n_neg = len(ranked.members), len(ranked.non_members)
+    tp = np.take(_prefix_sums(pos_counts), ranked.pos_above, axis=1)
+    gap = tp / float(n_pos)
+    gap -= neg_prefix[:, :n_neg] / float(n_neg)
+    return np.asarray(np.maximum(gap.max(axis=1), 0.0))
+
+
 def _histograms(draws: np.ndarray, size: int) -> np.ndarray:
     """Per row, the multiplicity of every rank: (rows, n) drawn ranks -> (rows, size).
 
@@ -224,8 +246,10 @@ def bootstrap_replicates(
     n_resamples: int = 1000,
     random_state: int | np.random.Generator = 0,
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    with_advantage: bool = False,
 ) -> BootstrapReplicates:
-    """AUC and TPR@FPR on ``n_resamples`` stratified resamples, vectorised in chunks.
+    """AUC and TPR@FPR (and the advantage, when asked for) on ``n_resamples`` stratified
+    resamples, vectorised in chunks.
 
     Chunks hold about ``max_chunk_bytes`` of working memory; the result does not depend on
     the chunk size. Bit-for-bit deterministic for an integer ``random_state``.
@@ -236,14 +260,20 @@ def bootstrap_replicates(
     n_pos, n_neg = len(ranked.members), len(ranked.non_members)
     max_fp = [metrics.max_false_positives(f, n_neg) for f in fprs]
     chunk = _chunk_size(n_pos + n_neg, max_chunk_bytes)
-    twice_u, tps = [], []
+    twice_u, tps, advantages = [], [], []
     for pos, neg in _draw_chunks(_generator(random_state), n_resamples, n_pos, n_neg, chunk):
         pos_counts, neg_prefix = _histograms(pos, n_pos), _prefix_sums(_histograms(neg, n_neg))
         twice_u.append(_twice_u(pos_counts, neg_prefix, ranked))
         tps.append(_tp_counts(pos_counts, neg_prefix, ranked.pos_above, max_fp))
+        if with_advantage:
+            advantages.append(_advantage(pos_counts, neg_prefix, ranked))
     auc = np.concatenate(twice_u) / (2.0 * n_pos * n_neg)
     tpr = np.concatenate(tps, axis=1) / float(n_pos)
-    return BootstrapReplicates(auc=auc, tpr_at_fpr={f: tpr[i] for i, f in enumerate(fprs)})
+    return BootstrapReplicates(
+        auc=auc,
+        tpr_at_fpr={f: tpr[i] for i, f in enumerate(fprs)},
+        advantage=np.concatenate(advantages) if with_advantage else None,
+    )
 
 
 def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
@@ -260,8 +290,10 @@ def bootstrap_metrics(
     n_resamples: int = 1000,
     level: float = 0.95,
     random_state: int | np.random.Generator = 0,
+    with_advantage: bool = False,
 ) -> BootstrapResult:
-    """Stratified percentile-bootstrap CIs for AUC and TPR at each FPR in ``fprs``.
+    """Stratified percentile-bootstrap CIs for AUC and TPR at each FPR in ``fprs`` (and the
+    advantage with ``with_advantage``).
 
     Each resample draws as many members (non-members) with replacement from the members
     (non-members) as there are, so both class sizes, and hence the FPR grid, stay fixed.
@@ -269,13 +301,20 @@ def bootstrap_metrics(
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie in (0, 1) (got {level})")
     reps = bootstrap_replicates(
-        labels, scores, fprs, n_resamples=n_resamples, random_state=random_state
+        labels,
+        scores,
+        fprs,
+        n_resamples=n_resamples,
+        random_state=random_state,
+        with_advantage=with_advantage,
     )
+    advantage = reps.advantage
     return BootstrapResult(
         level=level,
         n_resamples=n_resamples,
         auc=percentile_interval(reps.auc, level),
         tpr_at_fpr={f: percentile_interval(v, level) for f, v in reps.tpr_at_fpr.items()},
+        advantage=None if advantage is None else percentile_interval(advantage, level),
     )
 
 

@@ -28,19 +28,33 @@ class TrainingRecipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    architecture: str | None = Field(None, description="Default: model.architecture.")
+    architecture: str | None = Field(
+        None,
+        description=(
+            "torchvision classifier name or `module:function` factory. Default: "
+            "model.architecture (required when the target is ONNX or TorchScript)."
+        ),
+    )
     cifar_stem: bool | None = Field(None, description="Default: model.cifar_stem.")
-    epochs: int = Field(20, ge=1, le=1000)
-    batch_size: int = Field(256, ge=1)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["cosine", "constant"] = "cosine"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    augment: tuple[Augmentation, ...] = Field(("flip", "crop"))
-    crop_padding: int = Field(4, ge=0, le=16)
-    train_size: int | None = Field(None, ge=2, description="Default: the number of members.")
+    epochs: int = Field(20, ge=1, le=1000, description="Passes over each model's training set.")
+    batch_size: int = Field(256, ge=1, description="Training batch size.")
+    optimizer: Literal["sgd", "adamw"] = Field(
+        "sgd", description="sgd (Nesterov momentum) or adamw."
+    )
+    lr: float = Field(0.1, gt=0, description="Peak learning rate.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (sgd only).")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay.")
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="Learning-rate schedule over all steps."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
+    augment: tuple[Augmentation, ...] = Field(
+        ("flip", "crop"), description="Training augmentation: flip, crop (pad and random crop)."
+    )
+    crop_padding: int = Field(4, ge=0, le=16, description="Padding of the random crop, pixels.")
+    train_size: int | None = Field(
+        None, ge=2, description="Samples per reference model. Default: the number of members."
+    )
 
     def cache_key(self) -> dict[str, Any]:
         return {**self.model_dump(mode="json"), "trainer": TRAINER_VERSION}
@@ -77,14 +91,19 @@ def train_models(
     *,
     concurrent: bool = True,
     advance: Advance | None = None,
+    group: int | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """Train one model per job; returns their state dicts (on the CPU), in job order.
 
-    `advance` is called with the number of images processed after each step.
+    `advance` is called with the number of images processed after each step. `group` is how
+    many models train in lockstep (default: all of them on a GPU when `concurrent`, else one);
+    the benchmark sets it to compare lockstep with sequential training on any device.
     """
     shared = _DeviceData(data, device)
-    group = len(jobs) if concurrent and device == "cuda" else 1
-    states = []
+    if group is None:
+        group = len(jobs) if concurrent and device == "cuda" else 1
+    group = max(1, group)
+    states: list[dict[str, torch.Tensor]] = []
     for start in range(0, len(jobs), group):
         runs = [_Run(build, job, recipe, device, shared) for job in jobs[start : start + group]]
         _train_lockstep(runs, recipe, advance)
@@ -146,28 +165,34 @@ class _Run:
     """One model being trained, with its optimiser, schedule, data order and CUDA stream."""
 
     def __init__(
-        self, build: Builder, job: TrainingJob, recipe: TrainingRecipe, device: str, data: _DeviceData
+        self,
+        build: Builder,
+        job: TrainingJob,
+        recipe: TrainingRecipe,
+        device: str,
+        data: _DeviceData,
     ) -> None:
         import torch
 
         torch.manual_seed(job.seed)
         self.model = build().to(device)
-        self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model = self.model.to(memory_format=torch.channels_last)
         self.model.train()
         self.generator = torch.Generator(device=device).manual_seed(job.seed)
         self.rows = torch.from_numpy(job.index.astype(np.int64)).to(device)
         self.optimizer = _optimizer(self.model, recipe)
         steps = recipe.epochs * _steps_per_epoch(len(job.index), recipe.batch_size)
         self.scheduler = _scheduler(self.optimizer, recipe, steps)
-        self.stream = torch.cuda.Stream() if device == "cuda" else None
+        self.stream = torch.cuda.Stream() if device == "cuda" else None  # type: ignore[no-untyped-call]
         self.device = device
         self.data = data
 
     def epoch_batches(self, batch_size: int) -> list[torch.Tensor]:
         import torch
 
-        order = self.rows[torch.randperm(len(self.rows), generator=self.generator, device=self.device)]
-        batches = list(order.split(batch_size))
+        shuffle = torch.randperm(len(self.rows), generator=self.generator, device=self.device)
+        order = self.rows[shuffle]
+        batches = list(torch.split(order, batch_size))
         if len(batches) > 1 and len(batches[-1]) < max(2, batch_size // 4):
             batches.pop()  # a tiny last batch destabilises BatchNorm statistics
         return batches

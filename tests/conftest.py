@@ -42,7 +42,7 @@ def _stage(description: str, total: int) -> Any:
 @pytest.fixture(scope="session")
 def digits_target(tmp_path_factory: pytest.TempPathFactory) -> DigitsTarget:
     directory = tmp_path_factory.mktemp("digits-target")
-    prepare_demo(DemoOptions(directory=directory, n_members=150, epochs=8), _stage)
+    prepare_demo(DemoOptions(directory=directory, n_members=200, epochs=8), _stage)
     return DigitsTarget(directory)
 
 

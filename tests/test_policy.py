@@ -55,17 +55,44 @@ def test_design_contract_keys_parse() -> None:
         gate={"max_auc": 0.6, "max_tpr_at_fpr": [{"fpr": 0.05, "max": 0.1}]},
         outputs={"dir": "mia-report", "formats": ["json", "markdown", "junit"]},
         runtime={"device": "auto", "seed": 0, "batch_size": 512, "cache_dir": ".mia-cache"},
+        attacks=["loss", "confidence", {"name": "rmia", "reference_models": 4},
+                 {"name": "lira", "reference_models": 4, "mode": "offline"}],
+        reference_training={"architecture": "resnet18", "cifar_stem": False, "epochs": 20,
+                            "batch_size": 256, "lr": 0.1, "weight_decay": 0.0005,
+                            "augment": ["flip", "crop"], "train_size": 2500},
     )
     assert policy.gate.max_tpr_at_fpr[0].fpr == 0.05  # type: ignore[attr-defined]
+    assert policy.reference_training.train_size == 2500  # type: ignore[attr-defined]
+
+
+def test_reference_recipe_defaults_come_from_the_model_and_the_members() -> None:
+    policy = parse(
+        model={"path": "m.pt", "architecture": "resnet34", "cifar_stem": True},
+        attacks=[{"name": "shadow", "shadow_models": 2}],
+        reference_training={"epochs": 3, "optimizer": "adamw", "label_smoothing": 0.1},
+    )
+    recipe = policy.reference_training.resolve(policy.model, 123)  # type: ignore[attr-defined]
+    assert (recipe.architecture, recipe.cifar_stem, recipe.train_size) == ("resnet34", True, 123)
+    assert (recipe.epochs, recipe.optimizer, recipe.label_smoothing) == (3, "adamw", 0.1)
+
+
+def test_onnx_target_needs_a_reference_architecture() -> None:
+    with pytest.raises(PolicyError, match="reference_training.architecture: attack 'lira'"):
+        parse(attacks=["loss", "lira"])
+    policy = parse(attacks=["lira"], reference_training={"architecture": "resnet18"})
+    assert policy.reference_attacks[0].name == "lira"  # type: ignore[attr-defined]
+    assert parse(attacks=["loss"]).reference_attacks == ()  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"attacks": ["lira"]}, "attacks[0]: attack 'lira' is not available yet"),
-        ({"attacks": [{"name": "rmia", "reference_models": 4}]}, "'rmia' is not available yet"),
-        ({"reference_training": {"epochs": 3}}, "'reference_training' is not available yet"),
-        ({"outputs": {"formats": ["html"]}}, "format 'html' is not available yet"),
+        ({"attacks": [{"name": "lira", "mode": "online", "reference_models": 3}]}, "even number"),
+        ({"attacks": [{"name": "rmia", "offline_a": 2}]}, "'auto' or a number in [0, 1], got 2"),
+        ({"attacks": [{"name": "shadow", "mode": "online"}]}, "unknown key 'mode'"),
+        ({"reference_training": {"epoch": 3}}, "unknown key 'epoch' (did you mean 'epochs'?)"),
+        ({"reference_training": {"augment": ["rotate"]}}, "reference_training.augment[0]"),
+        ({"outputs": {"formats": ["pdf"]}}, "unknown format 'pdf'; available: json, html"),
         ({"gate": {"max_acu": 0.5}}, "gate.max_acu: unknown key 'max_acu' (did you mean 'max_auc'?)"),
         ({"attacks": ["los"]}, "unknown attack 'los' (did you mean 'loss'?)"),
         ({"gate": {"max_auc": 1.5}}, "gate.max_auc.max"),

@@ -16,6 +16,9 @@ _BUILTIN_MODULES = (
     "mia_audit.attacks.target_only",
     "mia_audit.attacks.class_threshold",
     "mia_audit.attacks.learned",
+    "mia_audit.attacks.lira",
+    "mia_audit.attacks.rmia",
+    "mia_audit.attacks.shadow",
 )
 #: LiRA's default pixel shift for the 18-query set (mirror x shifts in {-k, 0, k}^2).
 DEFAULT_SHIFT = 4

@@ -59,6 +59,13 @@ def _loader_for(path: Path, source: str) -> Loader:
 
 
 def _load_npz(path: Path, allow_pickle: bool, source: str) -> ImageSet:
+    # np.load guesses the format from the content: anything that is not a zip archive would be
+    # read as a bare .npy array or, failing that, refused as a pickle -- both misleading here.
+    if not zipfile.is_zipfile(path):
+        raise InputError(
+            f"{source}: not a readable .npz file (not a zip archive: truncated, or not written "
+            "by numpy.savez); save the arrays x and y with numpy.savez"
+        )
     try:
         with np.load(path, allow_pickle=allow_pickle) as archive:
             arrays = {key: archive[key] for key in archive.files}

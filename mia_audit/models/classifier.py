@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from mia_audit.errors import AuditError, InputError
+from mia_audit.errors import InputError, ModelError
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -83,9 +83,9 @@ def _logits_tensor(outputs: Any) -> Any:
     return outputs
 
 
-def _model_failure(error: BaseException, batch: np.ndarray) -> AuditError:
+def _model_failure(error: BaseException, batch: np.ndarray) -> ModelError:
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return AuditError(
+    return ModelError(
         f"the model failed on a batch of shape {tuple(batch.shape)} (N, C, H, W): {first_line}; "
         "check preprocessing (input_size, channels) against what the model expects"
     )
@@ -124,13 +124,17 @@ def onnx_classifier(path: str, device: str, field: str) -> OnnxClassifier:
     providers = ["CPUExecutionProvider"]
     if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
+    where = f"{field}: {path}"
     try:
         session = ort.InferenceSession(path, sess_options=options, providers=providers)
     except Exception as error:  # InvalidProtobuf, Fail, ...: onnxruntime's own types
-        message = str(error).strip().splitlines()[0]
-        raise InputError(f"{field}: not a valid ONNX model ({message})") from None
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(
+            f"{where}: not a valid ONNX model ({message}); the file may be truncated or "
+            "corrupt: export it again"
+        ) from None
     used = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
-    return _describe_onnx_input(session, used, field)
+    return _describe_onnx_input(session, used, where)
 
 
 _ONNX_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}

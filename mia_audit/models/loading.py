@@ -7,6 +7,7 @@ Formats: ONNX (onnxruntime), TorchScript, a state dict plus an architecture, and
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -86,9 +87,16 @@ def _load_torchscript(path: Path) -> nn.Module:
     import torch
 
     try:
-        module: nn.Module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            # torch >= 2.9 warns on every torch.jit.load that TorchScript is deprecated: noise
+            # on stderr for the user, who chose the format, not a problem with their model.
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+            module: nn.Module = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError, OSError) as error:
-        raise InputError(f"{FIELD}: {path}: not a loadable TorchScript file ({_line(error)})") from None
+        raise InputError(
+            f"{FIELD}: {path}: not a loadable TorchScript file ({_line(error)}); "
+            "re-export it with torch.jit.save, or save a state dict"
+        ) from None
     return module
 
 
@@ -105,7 +113,10 @@ def _torch_load(path: Path, allow_pickle: bool) -> Any:
                 "model.allow_pickle: true only if you trust this file"
             ) from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
-        raise InputError(f"{FIELD}: {path}: not a readable model file ({_line(error)})") from None
+        raise InputError(
+            f"{FIELD}: {path}: not a readable model file ({_line(error)}); the file may be "
+            "truncated or corrupt: save it again with torch.save"
+        ) from None
     return _torch_load_pickled(path)
 
 
@@ -123,8 +134,13 @@ def _torch_load_pickled(path: Path) -> Any:
 
 
 def _line(error: BaseException) -> str:
+    """The first line of a library's error, without PyTorch's request for bug reports."""
     text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    line = text[0] if text else type(error).__name__
+    line = line.split("  (Could this error message be improved?")[0].strip()
+    if len(line) > 160 and ". " in line[40:]:  # keep the first sentence of a long explanation
+        line = line[: line.index(". ", 40) + 1]
+    return line
 
 
 def _find_state_dict(content: Any, path: Path) -> Mapping[str, Any]:
@@ -174,6 +190,13 @@ def _module_from_state_dict(
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
+        held = infer_num_classes(state_dict)
+        if spec.num_classes is not None and held is not None and held != spec.num_classes:
+            raise InputError(
+                f"model.num_classes: is {spec.num_classes} but {spec.path.name} holds a "
+                f"classifier head with {held} outputs; set model.num_classes: {held}, or use "
+                "the right model file"
+            ) from None
         raise InputError(_mismatch_message(error, spec, num_classes)) from None
     return module
 

@@ -32,6 +32,7 @@ def register_format(name: str, filename: str) -> Callable[[Renderer], Renderer]:
 
 def _load_builtins() -> dict[str, ReportFormat]:
     from mia_audit.reports import (  # noqa: F401  (each registers itself)
+        html_report,
         json_report,
         junit_report,
         markdown_report,

@@ -2,6 +2,13 @@
 
 Built with ElementTree so attribute and text escaping is done by the XML library; characters
 XML 1.0 cannot carry at all (most control characters) are replaced by U+FFFD first.
+
+A failure waived by an unexpired suppression is a *passing* test case whose <system-out> starts
+with "WAIVED" and gives the expiry date and the reason. Not `skipped`: the check ran and its
+result is known, and CI dashboards read skipped as "not run". So the suite's failure count
+always equals the gate's blocking failures, and the waiver stays visible. A failure whose
+suppression has expired is an ordinary failure whose message says so. Every test case's
+<system-out> carries the value, its CI or baseline delta, and any note.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ import re
 import xml.etree.ElementTree as ET
 
 from mia_audit.reports import register_format
-from mia_audit.reports.markdown_report import metric_name
+from mia_audit.reports.markdown_report import metric_name, value_cell
 from mia_audit.result import Condition, Result
 
 SUITE_NAME = "mia-audit"
@@ -29,10 +36,31 @@ def testcase_name(condition: Condition) -> str:
 
 
 def failure_message(condition: Condition) -> str:
+    expired = (
+        f" (its waiver expired {condition.waiver_expires})" if condition.waiver_expired else ""
+    )
     return (
         f"{condition.attack}: {metric_name(condition)} {condition.value:.4f} "
-        f"exceeds the threshold {condition.threshold:.4g}"
+        f"exceeds the threshold {condition.threshold:.4g}{expired}"
     )
+
+
+def system_out(condition: Condition) -> str:
+    """What the condition measured, and its waiver: the test case's <system-out>."""
+    lines = []
+    if condition.waived:
+        lines.append(
+            f"WAIVED until {condition.waiver_expires}: {condition.waiver_reason} "
+            f"(the condition failed; a suppression in the policy accepts it)"
+        )
+    where = condition.attack + (f", {condition.slice}" if condition.slice else "")
+    lines.append(
+        f"{metric_name(condition)} ({where}): {value_cell(condition)}; "
+        f"threshold {condition.threshold:.4g}"
+    )
+    if condition.note:
+        lines.append(condition.note)
+    return "\n".join(lines)
 
 
 def failure_detail(condition: Condition) -> str:
@@ -48,11 +76,12 @@ def _testcase(suite: ET.Element, classname: str, name: str) -> ET.Element:
 
 def _add_condition(suite: ET.Element, result: Result, condition: Condition) -> None:
     case = _testcase(suite, result.policy.name, testcase_name(condition))
-    if not condition.passed:
+    if not condition.holds:
         failure = ET.SubElement(
             case, "failure", {"message": xml_text(failure_message(condition)), "type": "gate"}
         )
         failure.text = xml_text(failure_detail(condition))
+    ET.SubElement(case, "system-out").text = xml_text(system_out(condition))
 
 
 def _properties(suite: ET.Element, result: Result) -> None:
@@ -65,13 +94,17 @@ def _properties(suite: ET.Element, result: Result) -> None:
         "seed": str(result.seed),
         "exit_code": str(result.exit_code),
     }
+    if result.gate.evaluated_on is not None:
+        values["gate.evaluated_on"] = str(result.gate.evaluated_on)
+    if result.baseline is not None:
+        values["baseline.sha256"] = result.baseline.sha256
     for name, value in values.items():
         ET.SubElement(properties, "property", {"name": name, "value": xml_text(value)})
 
 
 def build_suite(result: Result) -> ET.Element:
     conditions = result.gate.conditions
-    failures = sum(not c.passed for c in conditions)
+    failures = sum(not c.holds for c in conditions)
     suite = ET.Element(
         "testsuite",
         {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mia_audit.reports import register_format
-from mia_audit.result import AttackResult, Condition, Result, strongest_attack
+from mia_audit.result import AttackResult, Condition, Interval, Result, strongest_attack
 
 #: GitHub refuses step summaries of 1 MiB or more.
 MAX_BYTES = 1024 * 1024
@@ -60,11 +60,14 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> 
 def verdict_lines(result: Result) -> list[str]:
     verdict = "PASS" if result.passed else "FAIL"
     failed = sum(not c.passed for c in result.gate.conditions)
+    waived = sum(c.waived for c in result.gate.conditions)
     total = len(result.gate.conditions)
     meaning = EXIT_MEANINGS.get(result.exit_code, "unknown exit code")
     counts = "no gate conditions set"
     if total:
         counts = f"{total - failed} of {total} gate conditions hold"
+    if waived:
+        counts += f", {waived} failure{'s' if waived > 1 else ''} waived"
     return [
         f"## mia-audit: {verdict} — {escape(result.policy.name)}",
         "",
@@ -74,15 +77,60 @@ def verdict_lines(result: Result) -> list[str]:
 
 def metric_name(condition: Condition) -> str:
     """The condition's metric in words, e.g. "TPR at FPR 0.05 (upper CI bound)"; not escaped."""
-    if condition.metric == "tpr_at_fpr" and condition.fpr is not None:
+    if condition.metric.startswith("tpr_at_fpr") and condition.fpr is not None:
         label = f"TPR at FPR {condition.fpr:.4g}"
+        if condition.metric == "tpr_at_fpr_increase":
+            label += " increase over baseline"
     else:
-        label = {"auc": "AUC", "advantage": "attacker advantage"}.get(
-            condition.metric, condition.metric
-        )
+        label = METRIC_LABELS.get(condition.metric, condition.metric)
     if condition.statistic == "upper":
         label += " (upper CI bound)"
     return label
+
+
+#: Metrics in words (TPR at FPR is spelled out with its FPR).
+METRIC_LABELS = {
+    "auc": "AUC",
+    "advantage": "attacker advantage",
+    "epsilon_lower_bound": "ε lower bound",
+    "class_auc": "AUC within a class",
+    "auc_increase": "AUC increase over baseline",
+}
+
+
+def interval_text(interval: Interval | None, digits: int = 4) -> str:
+    """The interval as "[low, high]", or "" when there is none."""
+    if interval is None:
+        return ""
+    return f"[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
+def value_cell(condition: Condition) -> str:
+    """The compared value, with what it came from: the baseline delta, or the point and CI."""
+    value = f"{condition.value:.4f}"
+    if condition.baseline_value is not None and condition.current_value is not None:
+        return (
+            f"{condition.value:+.4f} ({condition.baseline_value:.4f} → "
+            f"{condition.current_value:.4f})"
+        )
+    ci = interval_text(condition.ci)
+    if condition.statistic == "upper" and condition.point is not None:
+        return f"{value} (point {condition.point:.4f}{', CI ' + ci if ci else ''})"
+    return f"{value} {ci}" if ci else value
+
+
+def pass_cell(condition: Condition) -> str:
+    """Pass or fail; a waived failure with its expiry and reason; a lapsed waiver's date."""
+    if condition.passed:
+        return "✅ pass"
+    if condition.waived:
+        return (
+            f"⚠️ waived until {condition.waiver_expires}: "
+            f"{escape(condition.waiver_reason or '')}"
+        )
+    if condition.waiver_expired:
+        return f"❌ fail (waiver expired {condition.waiver_expires})"
+    return "❌ fail"
 
 
 def conditions_lines(result: Result) -> list[str]:
@@ -92,45 +140,107 @@ def conditions_lines(result: Result) -> list[str]:
     rows = [
         [
             escape(metric_name(c)),
-            escape(c.attack),
-            f"{c.value:.4f}",
+            escape(c.attack) + (f", {escape(c.slice)}" if c.slice else ""),
+            value_cell(c),
             f"{c.threshold:.4g}",
-            "✅ pass" if c.passed else "❌ fail",
+            pass_cell(c),
         ]
         for c in conditions
     ]
     header = ["Metric", "Attack", "Value", "Threshold", "Pass"]
-    return ["### Gate conditions", "", *_table(header, rows, "llrrl")]
+    notes = [f"- {escape(metric_name(c))}: {escape(c.note)}" for c in conditions if c.note]
+    table = ["### Gate conditions", "", *_table(header, rows, "llrrl")]
+    return [*table, "", *notes] if notes else table
 
 
 def tpr_cell(attack: AttackResult, key: str) -> str:
     if attack.tpr_at_fpr_supported.get(key) is False:
         return "unsupported"
     value = attack.tpr_at_fpr.get(key)
-    return "n/a" if value is None else f"{value:.4f}"
+    if value is None:
+        return "n/a"
+    ci = interval_text(attack.tpr_at_fpr_ci.get(key), 3)
+    return f"{value:.4f} {ci}" if ci else f"{value:.4f}"
+
+
+def auc_cell(attack: AttackResult) -> str:
+    ci = interval_text(attack.auc_ci, 3)
+    return f"{attack.auc:.4f} {ci}" if ci else f"{attack.auc:.4f}"
+
+
+def epsilon_cell(attack: AttackResult) -> str:
+    bound = attack.epsilon_lower_bound
+    return "n/a" if bound is None else f"{bound.value:.3f}"
+
+
+def intervals_note(result: Result) -> list[str]:
+    """How the intervals and the ε bound were computed (when they were)."""
+    first = next((a for a in result.attacks if a.ci_level is not None), None)
+    if first is None:
+        return []
+    level = f"{100 * (first.ci_level or 0):g} %"
+    text = (
+        f"Brackets: {level} stratified bootstrap CIs ({first.ci_resamples} resamples, "
+        f"seed {result.seed})."
+    )
+    bound = first.epsilon_lower_bound
+    if bound is not None:
+        text += (
+            f" ε lower bound: Clopper-Pearson at {level}, δ = {bound.delta:g}, threshold "
+            "chosen on one half of the audit set and evaluated on the other."
+        )
+    return ["", text]
 
 
 def attacks_lines(result: Result) -> list[str]:
     if not result.attacks:
         return ["### Attacks", "", "No attacks ran."]
+    with_epsilon = any(a.epsilon_lower_bound is not None for a in result.attacks)
     rows = [
         [
             escape(a.id),
-            f"{a.auc:.4f}",
+            auc_cell(a),
             *(tpr_cell(a, key) for key, _ in TPR_COLUMNS),
             f"{a.advantage:.4f}",
+            *([epsilon_cell(a)] if with_epsilon else []),
         ]
         for a in result.attacks
     ]
     header = ["Attack", "AUC", *(f"TPR at {label} FPR" for _, label in TPR_COLUMNS), "Advantage"]
+    header += ["ε lower bound"] if with_epsilon else []
     strongest = escape(strongest_attack(result).id)
     return [
         "### Attacks",
         "",
-        *_table(header, rows, "lrrrrr"),
+        *_table(header, rows, "lrrrrr" + ("r" if with_epsilon else "")),
         "",
         f"Strongest attack (highest TPR at 5 % FPR): {strongest}.",
+        *intervals_note(result),
     ]
+
+
+def slice_items(result: Result) -> list[str]:
+    """Per attack: the strongest class and the correct/misclassified slices (details list)."""
+    items = []
+    for attack in result.attacks:
+        classes = [row for row in attack.per_class if row.auc is not None]
+        if classes:
+            top = max(classes, key=lambda row: row.auc or 0.0)
+            name = f" ({escape(top.name)})" if top.name else ""
+            items.append(
+                f"Strongest class for {escape(attack.id)}: {top.label}{name}, AUC "
+                f"{top.auc:.4f} {interval_text(top.auc_ci, 3)} "
+                f"({top.n_members} members, {top.n_non_members} non-members)"
+            )
+        parts = [
+            f"{row.name} AUC "
+            + ("n/a" if row.auc is None else f"{row.auc:.4f} {interval_text(row.auc_ci, 3)}")
+            + f" ({row.n_members}/{row.n_non_members})"
+            for row in attack.slices
+        ]
+        if parts:
+            items.append(f"Slices for {escape(attack.id)}: " + "; ".join(parts))
+    return items
 
 
 def details_items(result: Result) -> list[str]:
@@ -151,6 +261,15 @@ def details_items(result: Result) -> list[str]:
         for name, src in data.sources.items()
     ]
     gpu = f", GPU {escape(env.gpu)}" if env.gpu else ""
+    if result.baseline is not None:
+        base = result.baseline
+        items.append(
+            f"Baseline: {escape(base.path)} (schema {base.schema_version}), "
+            f"sha256 {escape(base.sha256)}"
+        )
+    if result.gate.evaluated_on is not None:
+        items.append(f"Suppressions checked against {result.gate.evaluated_on} (UTC)")
+    items += slice_items(result)
     items += [
         f"Seed: {result.seed}",
         f"Device: {escape(env.device)}{gpu}, engine {escape(env.engine)}, "

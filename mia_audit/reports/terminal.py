@@ -5,28 +5,44 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mia_audit.result import Result, strongest_attack
+from mia_audit.result import Condition, Result, strongest_attack
+
+
+def _waiver_text(condition: Condition) -> str:
+    """The line's suffix: until when and why it is waived, when its waiver expired, or ""."""
+    if condition.waived:
+        reason = " ".join((condition.waiver_reason or "").split())
+        return f" - waived until {condition.waiver_expires}: {reason}"
+    if condition.waiver_expired:
+        return f" - waiver expired {condition.waiver_expires}"
+    return ""
 
 
 def verdict_line(result: Result) -> str:
-    failed = sum(not c.passed for c in result.gate.conditions)
+    failed = sum(not c.holds for c in result.gate.conditions)
+    waived = sum(c.waived for c in result.gate.conditions)
     total = len(result.gate.conditions)
     verdict = "PASS" if result.passed else "FAIL"
     if total == 0:
         detail = "no gate conditions set"
     elif failed:
         detail = f"{failed} of {total} gate conditions failed"
+    elif waived:
+        detail = f"{total - waived} of {total} gate conditions hold"
     else:
         detail = f"all {total} gate conditions hold"
+    if waived:
+        detail += f", {waived} failure{'s' if waived > 1 else ''} waived"
     return f"{verdict} {result.policy.name}: {detail}"
 
 
 def summary_text(result: Result, written: Sequence[Path] = ()) -> str:
     lines = [verdict_line(result)]
     for condition in result.gate.conditions:
-        mark = "ok  " if condition.passed else "FAIL"
+        mark = "ok  " if condition.passed else ("WAIV" if condition.waived else "FAIL")
         lines.append(
             f"  {mark} {condition.description}: {condition.value:.4f} ({condition.attack})"
+            + _waiver_text(condition)
         )
     best = strongest_attack(result)
     lines.append(

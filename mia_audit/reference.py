@@ -1,0 +1,676 @@
+"""Reference models: which data each trains on, training each once (cached), and their logits.
+
+Plans (pure, seeded):
+
+* offline: model j trains on a random subset of the population of size ``train_size``; the
+  subset and the training seed depend only on (run seed, j), so the first k models of an
+  offline set of any size are the same models, and attacks asking for 2 and 4 share two.
+* online: the pool is the audit set plus, when the audit set holds fewer than twice
+  ``train_size`` samples, population samples to make up the difference. A keep matrix makes
+  every pool sample IN for exactly half of the models (LiRA's construction), so each model trains
+  on about half the pool, about ``train_size`` samples.
+
+Models are content-addressed: the key hashes the pool's pixels and labels, the job's rows and
+seed, the recipe (with the trainer version), the architecture (and a factory's source file) and
+the normalisation. The target's weights are not part of it, so the next release candidate,
+audited on the same data, reuses every model. Each finished model is written atomically as a
+state dict (``torch.save``) and read back with ``weights_only=True``; an interrupted run keeps
+the models it finished, and a second run trains nothing. Logits of every reference model on the
+audit set (all query views) and on the population go through the same logits cache as the
+target's, keyed by the model key.
+
+Training goes through an :class:`Executor`: :class:`LocalExecutor` trains on this machine (a
+group of models at once on a GPU); a cluster executor (e.g. Ray) implements the same interface,
+receiving plain picklable tasks, and reports models back into the same cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from mia_audit._atomic import atomic_write_bytes
+from mia_audit.attacks.reference_base import Mode, ReferenceRequest, ReferenceSet
+from mia_audit.cache import ArrayCache
+from mia_audit.data.images import ImageSet, as_float01
+from mia_audit.errors import InputError
+from mia_audit.hashing import arrays_sha256, file_sha256, json_sha256
+from mia_audit.inference import LogitsRequest, Preprocessor, cached_predict
+from mia_audit.progress import Progress, SilentProgress
+from mia_audit.queries import IDENTITY, View
+from mia_audit.training import (
+    TRAINER_VERSION,
+    TrainingData,
+    TrainingJob,
+    TrainingRecipe,
+    train_models,
+)
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from mia_audit.models.classifier import Classifier
+    from mia_audit.policy import Policy
+
+StateDict = dict[str, "torch.Tensor"]
+Advance = Callable[[int], None]
+#: Models trained at once on a GPU by the local executor (a ResNet18 on 32x32 images leaves an
+#: H100 mostly idle one at a time).
+GPU_CONCURRENCY = 8
+#: Bump when a change to this module changes which model a key names.
+MODEL_CACHE_VERSION = 1
+#: Seed-stream tags, so that data subsets, keep matrices and training seeds never collide.
+_OFFLINE, _ONLINE, _POOL, _TRAIN = 1, 2, 3, 4
+_MODES = {"offline": _OFFLINE, "online": _ONLINE}
+
+
+# --- plans (pure) -----------------------------------------------------------------------------
+
+
+def derived_seed(seed: int, *parts: int) -> int:
+    """An independent 32-bit seed for one stream of a run (numpy's SeedSequence mixing)."""
+    return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0])
+
+
+def online_keep_matrix(n_models: int, n_samples: int, seed: int) -> np.ndarray:
+    """(n_models, n_samples) bool: every sample IN for exactly half of the models.
+
+    Per sample, a random permutation of the models; the first half keep it (LiRA's code).
+    """
+    if n_models < 2 or n_models % 2:
+        raise ValueError(f"online keep matrices need an even number of models >= 2, not {n_models}")
+    order = np.random.default_rng(seed).random((n_models, n_samples)).argsort(axis=0)
+    return np.asarray(order < n_models // 2)
+
+
+@dataclass(frozen=True)
+class ReferencePlan:
+    """Which rows of the pool each model trains on, and what that means per sample.
+
+    The pool is the audit set (online only) followed by ``population[population_rows]``.
+    """
+
+    mode: Mode
+    includes_audit: bool
+    population_rows: np.ndarray
+    jobs: tuple[TrainingJob, ...]
+    in_audit: np.ndarray
+    in_population: np.ndarray
+
+
+def offline_plan(
+    count: int, n_audit: int, n_population: int, train_size: int, seed: int
+) -> ReferencePlan:
+    """Model j trains on a seeded subset of the population, the same for any `count`."""
+    if train_size > n_population:
+        raise ValueError(f"train_size {train_size} exceeds the population ({n_population})")
+    jobs, in_population = [], np.zeros((count, n_population), dtype=bool)
+    for j in range(count):
+        rng = np.random.default_rng(derived_seed(seed, _OFFLINE, j))
+        rows = np.sort(rng.choice(n_population, train_size, replace=False))
+        jobs.append(TrainingJob(index=rows, seed=derived_seed(seed, _TRAIN, _OFFLINE, j)))
+        in_population[j, rows] = True
+    return ReferencePlan(
+        mode="offline",
+        includes_audit=False,
+        population_rows=np.arange(n_population),
+        jobs=tuple(jobs),
+        in_audit=np.zeros((count, n_audit), dtype=bool),
+        in_population=in_population,
+    )
+
+
+def online_plan(
+    count: int, n_audit: int, n_population: int, train_size: int, seed: int
+) -> ReferencePlan:
+    """Halves of the audit set (topped up with population up to 2 x train_size samples)."""
+    extra = min(n_population, max(0, 2 * train_size - n_audit))
+    order = np.random.default_rng(derived_seed(seed, _POOL)).permutation(n_population)
+    population_rows = np.sort(order[:extra])
+    keep = online_keep_matrix(count, n_audit + extra, derived_seed(seed, _ONLINE, count))
+    jobs = tuple(
+        TrainingJob(np.flatnonzero(keep[j]), derived_seed(seed, _TRAIN, _ONLINE, count, j))
+        for j in range(count)
+    )
+    in_population = np.zeros((count, n_population), dtype=bool)
+    in_population[:, population_rows] = keep[:, n_audit:]
+    return ReferencePlan(
+        mode="online",
+        includes_audit=True,
+        population_rows=population_rows,
+        jobs=jobs,
+        in_audit=keep[:, :n_audit],
+        in_population=in_population,
+    )
+
+
+def make_plan(
+    mode: Mode, count: int, n_audit: int, n_population: int, train_size: int, seed: int
+) -> ReferencePlan:
+    build = online_plan if mode == "online" else offline_plan
+    return build(count, n_audit, n_population, train_size, seed)
+
+
+# --- what the policy needs ----------------------------------------------------------------------
+
+
+def population_requirement(policy: Policy) -> Callable[[int], int]:
+    """Population samples the policy's attacks need, as a function of the number of members
+    (the default train_size)."""
+
+    def needed(n_members: int) -> int:
+        train_size = policy.reference_training.train_size or n_members
+        return max(
+            (attack.population_needed(train_size) for attack in policy.reference_attacks), default=0
+        )
+
+    return needed
+
+
+def check_population(policy: Policy, n_members: int, population: ImageSet | None) -> None:
+    """A given population must hold what every reference attack needs (a split one does)."""
+    size = 0 if population is None else len(population)
+    train_size = policy.reference_training.train_size or n_members
+    for attack in policy.reference_attacks:
+        needed = attack.population_needed(train_size)
+        if needed > size:
+            where = f"data.population: {population.source}" if population else "data.population"
+            raise InputError(
+                f"{where}: has {size} samples but attack {attack.label!r} needs {needed}: its "
+                f"models train on {train_size} samples each (reference_training.train_size, "
+                "default the number of members); add population data or lower train_size"
+            )
+
+
+# --- the model cache ----------------------------------------------------------------------------
+
+
+class ModelCache:
+    """Trained weights, content-addressed, one state-dict file per model.
+
+    Files are written atomically and read with ``torch.load(weights_only=True)``; an unreadable
+    file counts as missing (and is replaced when the model is trained again). Without a root the
+    cache lives in memory for the run.
+    """
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self._memory: dict[str, StateDict] = {}
+
+    def path(self, key: str) -> Path:
+        assert self.root is not None
+        return self.root / key[:2] / f"{key}.pt"
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._memory if self.root is None else self.path(key).is_file()
+
+    def load(self, key: str) -> StateDict | None:
+        if self.root is None:
+            return self._memory.get(key)
+        import torch
+
+        path = self.path(key)
+        try:
+            state: StateDict = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            return None
+        except Exception:  # a torn or foreign file: treat as missing, as ArrayCache does
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        return state
+
+    def save(self, key: str, state: StateDict) -> None:
+        if self.root is None:
+            self._memory[key] = state
+            return
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.path(key), buffer.getvalue())
+
+
+# --- executors ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How to build a fresh reference model (picklable, for remote executors)."""
+
+    name: str
+    num_classes: int
+    cifar_stem: bool = False
+    search_path: Path | None = None
+
+    def build(self) -> nn.Module:
+        from mia_audit.models.architectures import build_architecture
+
+        return build_architecture(
+            self.name,
+            self.num_classes,
+            cifar_stem=self.cifar_stem,
+            search_path=self.search_path,
+            field="reference_training.architecture",
+        )
+
+    def cache_key(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "cifar_stem": self.cifar_stem,
+            "code": self._factory_source_sha256(),
+        }
+
+    def _factory_source_sha256(self) -> str | None:
+        """A `module:function` factory's source file hash: editing the code retrains."""
+        import inspect
+
+        from mia_audit.models.architectures import is_factory, load_factory
+
+        if not is_factory(self.name):
+            return None
+        function = load_factory(self.name, self.search_path, "reference_training.architecture")
+        try:
+            source = inspect.getsourcefile(function)
+        except TypeError:
+            return None
+        return file_sha256(Path(source)) if source else None
+
+
+@dataclass(frozen=True)
+class TrainingTask:
+    """One model to train: its cache key and its job (rows of the shared data, seed)."""
+
+    key: str
+    job: TrainingJob
+
+
+OnTrained = Callable[[TrainingTask, StateDict], None]
+
+
+class Executor(Protocol):
+    """Trains reference models.
+
+    ``train`` trains every task on the shared data with the recipe, and calls ``on_trained``
+    with each model's CPU state dict as soon as that model is finished (in any order), so that
+    it is cached before the next one starts: a run interrupted after k models resumes with the
+    rest. A cluster executor (Ray) ships ``data`` once (e.g. ``ray.put``), runs one remote task
+    per group of tasks on its GPUs, and calls ``on_trained`` here as results arrive.
+    """
+
+    def train(
+        self,
+        tasks: Sequence[TrainingTask],
+        data: TrainingData,
+        recipe: TrainingRecipe,
+        architecture: Architecture,
+        on_trained: OnTrained,
+        advance: Advance | None = None,
+    ) -> None: ...
+
+
+class LocalExecutor:
+    """Trains on this machine: groups of `concurrency` models in lockstep (GPU), else one by
+    one. `trained` counts the models it trained."""
+
+    def __init__(self, device: str, concurrency: int | None = None) -> None:
+        self.device = device
+        self.concurrency = concurrency or (GPU_CONCURRENCY if device == "cuda" else 1)
+        self.trained = 0
+
+    def train(
+        self,
+        tasks: Sequence[TrainingTask],
+        data: TrainingData,
+        recipe: TrainingRecipe,
+        architecture: Architecture,
+        on_trained: OnTrained,
+        advance: Advance | None = None,
+    ) -> None:
+        for start in range(0, len(tasks), self.concurrency):
+            group = tasks[start : start + self.concurrency]
+            states = train_models(
+                architecture.build,
+                data,
+                [task.job for task in group],
+                recipe,
+                self.device,
+                advance=advance,
+                group=len(group),
+            )
+            for task, state in zip(group, states, strict=True):
+                self.trained += 1
+                on_trained(task, state)
+
+
+# --- the provider -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetModel:
+    """The target, for its logits on the population (cached like those on the audit set)."""
+
+    classifier: Classifier
+    sha256: str
+    engine: str
+
+
+@dataclass(frozen=True)
+class ReferenceSetup:
+    """Everything the reference models depend on (besides the requests)."""
+
+    recipe: TrainingRecipe
+    architecture: Architecture
+    audit_images: np.ndarray
+    audit_labels: np.ndarray
+    population: ImageSet | None
+    preprocess: Preprocessor
+    device: str
+    batch_size: int
+    seed: int
+    target: TargetModel
+
+    @property
+    def train_size(self) -> int:
+        assert self.recipe.train_size is not None
+        return self.recipe.train_size
+
+    @property
+    def n_population(self) -> int:
+        return 0 if self.population is None else len(self.population)
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """A plan's training data, with its hash (part of every model key)."""
+
+    data: TrainingData
+    sha256: str
+
+
+@dataclass
+class _Group:
+    """One (mode, count) set of models and what the attacks want of it."""
+
+    plan: ReferencePlan
+    keys: tuple[str, ...]
+    views: set[View] = field(default_factory=set)
+    population: bool = False
+
+
+class ReferenceModels:
+    """Prepares reference models once per run and hands them to attacks (a ReferenceProvider).
+
+    ``prepare`` takes every attack's request, trains what the cache lacks (all at once, so a GPU
+    executor can train models of several attacks together), computes missing logits, and keeps
+    the results; ``get`` then answers each attack. `trained` and `loaded` count the models
+    trained and read from the cache in this run.
+    """
+
+    def __init__(
+        self,
+        setup: ReferenceSetup,
+        cache_dir: Path | None,
+        executor: Executor | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.setup = setup
+        self.models = ModelCache(None if cache_dir is None else cache_dir / "models")
+        self.logits = ArrayCache(cache_dir)
+        self.executor: Executor = executor or LocalExecutor(setup.device)
+        self.progress: Progress = progress or SilentProgress()
+        self.trained = 0
+        self.loaded = 0
+        self._groups: dict[tuple[Mode, int], _Group] = {}
+        self._pools: dict[Mode, _Pool] = {}
+        self._values: dict[tuple[str, str, View], np.ndarray] = {}
+        self._target_population: dict[View, np.ndarray] = {}
+        self._data_hashes: dict[str, str] = {}
+
+    @property
+    def model_keys(self) -> set[str]:
+        """Every model of every prepared set."""
+        return {key for group in self._groups.values() for key in group.keys}
+
+    # public API
+
+    def prepare(self, requests: Iterable[ReferenceRequest]) -> None:
+        for request in requests:
+            group = self._group(request.mode, request.count)
+            group.views.update((IDENTITY, *request.views))
+            group.population = group.population or request.population
+        wanted = self._wanted()
+        missing = {key: items for key, items in wanted.items() if not self._from_cache(key, items)}
+        self._train({key: self._task_of(key) for key in missing if key not in self.models})
+        self._predict(missing)
+        self._predict_target_population()
+
+    def get(self, request: ReferenceRequest) -> ReferenceSet:
+        group = self._groups.get((request.mode, request.count))
+        if group is None or not set(request.views) <= group.views:
+            self.prepare([request])
+            group = self._groups[(request.mode, request.count)]
+        views = tuple(sorted(group.views))
+        population = self.setup.population
+        return ReferenceSet(
+            mode=request.mode,
+            views=views,
+            audit=self._stack(group.keys, "audit", views),
+            in_audit=group.plan.in_audit,
+            population=self._stack(group.keys, "population", views) if group.population else None,
+            in_population=group.plan.in_population,
+            population_labels=np.empty(0, np.int64) if population is None else population.labels,
+            target_population=self._target_stack(views) if group.population else None,
+            model_keys=group.keys,
+        )
+
+    # plans, pools and keys
+
+    def _group(self, mode: Mode, count: int) -> _Group:
+        if (mode, count) not in self._groups:
+            setup = self.setup
+            n_audit = len(setup.audit_labels)
+            plan = make_plan(
+                mode, count, n_audit, setup.n_population, setup.train_size, setup.seed
+            )
+            pool = self._pool(mode, plan)
+            keys = tuple(self._model_key(pool, job) for job in plan.jobs)
+            self._groups[(mode, count)] = _Group(plan, keys)
+        return self._groups[(mode, count)]
+
+    def _pool(self, mode: Mode, plan: ReferencePlan) -> _Pool:
+        if mode not in self._pools:
+            self._pools[mode] = self._make_pool(plan)
+        return self._pools[mode]
+
+    def _make_pool(self, plan: ReferencePlan) -> _Pool:
+        setup = self.setup
+        images, labels = [], []
+        if plan.includes_audit:
+            images.append(setup.audit_images)
+            labels.append(setup.audit_labels)
+        if setup.population is not None and len(plan.population_rows):
+            images.append(setup.population.images[plan.population_rows])
+            labels.append(setup.population.labels[plan.population_rows])
+        if len({part.dtype for part in images}) > 1:
+            images = [as_float01(part) for part in images]
+        pixels = training_images(np.concatenate(images), setup.preprocess)
+        data = TrainingData(
+            pixels, np.concatenate(labels), setup.preprocess.mean, setup.preprocess.std
+        )
+        return _Pool(data, arrays_sha256(data.images, data.labels))
+
+    def _model_key(self, pool: _Pool, job: TrainingJob) -> str:
+        setup = self.setup
+        return json_sha256(
+            {
+                "kind": "reference-model",
+                "version": MODEL_CACHE_VERSION,
+                "trainer": TRAINER_VERSION,
+                "pool": pool.sha256,
+                "rows": arrays_sha256(job.index.astype(np.int64)),
+                "seed": job.seed,
+                "recipe": setup.recipe.cache_key(),
+                "architecture": setup.architecture.cache_key(),
+                "normalise": {"mean": setup.preprocess.mean, "std": setup.preprocess.std},
+            }
+        )
+
+    def _task_of(self, key: str) -> tuple[Mode, TrainingTask]:
+        for (mode, _), group in self._groups.items():
+            if key in group.keys:
+                job = group.plan.jobs[group.keys.index(key)]
+                return mode, TrainingTask(key, job)
+        raise KeyError(key)
+
+    # logits
+
+    def _wanted(self) -> dict[str, set[tuple[str, View]]]:
+        """(data set, view) logits wanted per model key, over every group."""
+        wanted: dict[str, set[tuple[str, View]]] = {}
+        for group in self._groups.values():
+            parts = ["audit", *(["population"] if group.population else [])]
+            for key in group.keys:
+                items = wanted.setdefault(key, set())
+                items.update((part, view) for part in parts for view in group.views)
+        return wanted
+
+    def _request(self, key: str, part: str) -> LogitsRequest:
+        return LogitsRequest(
+            model_sha256=key,
+            data_sha256=self._data_sha256(part),
+            preprocess=self.setup.preprocess,
+            engine=f"torch:{self.setup.device}:fp32",
+        )
+
+    def _data_sha256(self, part: str) -> str:
+        if part not in self._data_hashes:
+            self._data_hashes[part] = arrays_sha256(self._images(part))
+        return self._data_hashes[part]
+
+    def _images(self, part: str) -> np.ndarray:
+        if part == "audit":
+            return self.setup.audit_images
+        assert self.setup.population is not None
+        return self.setup.population.images
+
+    def _from_cache(self, key: str, items: set[tuple[str, View]]) -> bool:
+        """Fill what the logits cache holds for this model; True when it holds everything."""
+        complete = True
+        for part, view in items:
+            if (key, part, view) in self._values:
+                continue
+            cache_key = self.logits.key("logits", self._request(key, part).key_parts(view))
+            value = self.logits.get("logits", cache_key)
+            if value is None:
+                complete = False
+            else:
+                self._values[(key, part, view)] = value
+        return complete
+
+    def _train(self, tasks: dict[str, tuple[Mode, TrainingTask]]) -> None:
+        if not tasks:
+            return
+        by_mode: dict[Mode, list[TrainingTask]] = {}
+        for mode, task in tasks.values():
+            by_mode.setdefault(mode, []).append(task)
+        for mode, mode_tasks in by_mode.items():
+            data = self._pools[mode].data
+            images = sum(len(task.job.index) for task in mode_tasks) * self.setup.recipe.epochs
+            description = f"training {len(mode_tasks)} {mode} reference models"
+            with self.progress.stage(description, images) as advance:
+                self.executor.train(
+                    mode_tasks, data, self.setup.recipe, self.setup.architecture,
+                    self._store, advance,
+                )
+
+    def _store(self, task: TrainingTask, state: StateDict) -> None:
+        self.models.save(task.key, state)
+        self.trained += 1
+
+    def _predict(self, missing: dict[str, set[tuple[str, View]]]) -> None:
+        if not missing:
+            return
+        total = sum(len(self._images(part)) for items in missing.values() for part, _ in items)
+        with self.progress.stage(f"reference inference ({len(missing)} models)", total) as advance:
+            for key, items in missing.items():
+                classifier = self._classifier(key)
+                for part in sorted({part for part, _ in items}):
+                    views = sorted(view for p, view in items if p == part)
+                    logits = cached_predict(
+                        self.logits, self._request(key, part), classifier, self._images(part),
+                        views, self.setup.batch_size, advance=advance,
+                        notify=self.progress.note,
+                    )
+                    for view, value in zip(views, logits, strict=True):
+                        self._values[(key, part, view)] = value
+
+    def _classifier(self, key: str) -> Classifier:
+        from mia_audit.models.classifier import TorchClassifier
+
+        state = self.models.load(key)
+        if state is None:  # the file vanished or was torn since training: train it again
+            self._train({key: self._task_of(key)})
+            state = self.models.load(key)
+            assert state is not None
+        else:
+            self.loaded += 1
+        module = self.setup.architecture.build()
+        module.load_state_dict(state)
+        return TorchClassifier(module, self.setup.device)
+
+    def _predict_target_population(self) -> None:
+        setup = self.setup
+        views = sorted(
+            {view for group in self._groups.values() if group.population for view in group.views}
+            - set(self._target_population)
+        )
+        if not views or setup.population is None:
+            return
+        request = LogitsRequest(
+            model_sha256=setup.target.sha256,
+            data_sha256=self._data_sha256("population"),
+            preprocess=setup.preprocess,
+            engine=setup.target.engine,
+        )
+        description = f"target inference on the population ({len(views)} views)"
+        with self.progress.stage(description, setup.n_population) as advance:
+            logits = cached_predict(
+                self.logits, request, setup.target.classifier, setup.population.images, views,
+                setup.batch_size, advance=advance, notify=self.progress.note,
+            )
+        self._target_population.update(zip(views, logits, strict=True))
+
+    def _stack(self, keys: Sequence[str], part: str, views: Sequence[View]) -> np.ndarray:
+        values = self._values
+        return np.stack([np.stack([values[(key, part, view)] for view in views]) for key in keys])
+
+    def _target_stack(self, views: Sequence[View]) -> np.ndarray:
+        return np.stack([self._target_population[view] for view in views])
+
+
+def training_images(images: np.ndarray, preprocess: Preprocessor) -> np.ndarray:
+    """The pool's pixels as the trainer reads them: as stored when the trainer's per-batch
+    normalisation sees what inference sees, else resized / reordered / channel-matched here
+    (float 0..1) with the same Preprocessor, minus the normalisation."""
+    channels = images.shape[1]
+    wanted = len(preprocess.mean)
+    simple = (
+        preprocess.input_size is None
+        and preprocess.channel_order == "rgb"
+        and (channels == wanted or (channels == 1 and wanted == 3))
+    )
+    if simple:
+        return images
+    scale_only = Preprocessor(
+        (0.0,) * wanted, (1.0,) * wanted, preprocess.input_size, preprocess.channel_order
+    )
+    return scale_only(images)

@@ -1,0 +1,252 @@
+"""The GitHub Action's step script, run locally the way action.yml runs it, with the
+`GITHUB_OUTPUT`, `GITHUB_STEP_SUMMARY` and `GITHUB_WORKSPACE` a runner provides."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+
+from mia_audit import action
+from mia_audit.result import Result, strongest_attack
+from tests.conftest import DigitsTarget
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_policy(folder: Path, name: str, max_auc: float) -> Path:
+    policy = {
+        "version": 1,
+        "name": name,
+        "model": {"path": "target.onnx", "architecture": "resnet18", "num_classes": 10},
+        "data": {"members": "members.npz", "non_members": "non_members.npz"},
+        "preprocessing": {"mean": [0.2, 0.2, 0.2], "std": [0.3, 0.3, 0.3]},
+        "attacks": ["loss", "confidence", "class_threshold"],
+        "gate": {"max_auc": max_auc},
+        "outputs": {"dir": "ignored-by-the-action", "formats": ["json", "junit"]},
+        "runtime": {"device": "cpu", "seed": 0, "cache_dir": ".mia-cache"},
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    return path
+
+
+@dataclass(frozen=True)
+class StepRun:
+    code: int
+    stdout: str
+    stderr: str
+    outputs: dict[str, str]
+    summary: str
+    out_dir: Path
+
+
+def parse_outputs(text: str) -> dict[str, str]:
+    """Read `$GITHUB_OUTPUT` as the runner does: name=value, or name<<DELIMITER ... DELIMITER."""
+    outputs: dict[str, str] = {}
+    lines = iter(text.splitlines())
+    for line in lines:
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delimiter = line.split("<<", 1)
+            value = []
+            for part in lines:
+                if part == delimiter:
+                    break
+                value.append(part)
+            outputs[name] = "\n".join(value)
+        else:
+            name, value_text = line.split("=", 1)
+            outputs[name] = value_text
+    return outputs
+
+
+def run_step(workspace: Path, policy: str, output_dir: str, **extra: str) -> StepRun:
+    """Run `python -m mia_audit.action` with the environment action.yml gives it."""
+    github = workspace / f".github-{output_dir.replace('/', '-')}"
+    github.mkdir(exist_ok=True)
+    (github / "output").write_text("")
+    (github / "summary").write_text("previous step's summary\n")
+    env = {
+        **os.environ,
+        "GITHUB_WORKSPACE": str(workspace),
+        "GITHUB_OUTPUT": str(github / "output"),
+        "GITHUB_STEP_SUMMARY": str(github / "summary"),
+        "MIA_POLICY": policy,
+        "MIA_OUTPUT_DIR": output_dir,
+        "MIA_DEVICE": "cpu",
+        **extra,
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", "mia_audit.action"],
+        cwd=github,  # not the workspace: relative inputs must resolve against GITHUB_WORKSPACE
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    return StepRun(
+        code=completed.returncode,
+        stdout=completed.stdout,
+        stderr=completed.stderr,
+        outputs=parse_outputs((github / "output").read_text()),
+        summary=(github / "summary").read_text(),
+        out_dir=workspace / output_dir,
+    )
+
+
+@pytest.fixture(scope="module")
+def workspace(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkout with the digits target and a passing, a failing and an invalid policy."""
+    root = tmp_path_factory.mktemp("workspace")
+    folder = digits_target.copy_to(root / "model")
+    write_policy(folder, "lenient", max_auc=0.99)
+    write_policy(folder, "strict", max_auc=0.51)
+    (folder / "broken.yaml").write_text("version: 1\nname: broken\nattacks: [los]\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def passing(workspace: Path) -> StepRun:
+    return run_step(workspace, "model/lenient.yaml", "reports/pass")
+
+
+@pytest.fixture(scope="module")
+def failing(workspace: Path) -> StepRun:
+    return run_step(workspace, "model/strict.yaml", "reports/fail")
+
+
+def test_passing_policy(passing: StepRun) -> None:
+    assert passing.code == 0, passing.stderr
+    outputs = passing.outputs
+    assert outputs["passed"] == "true" and outputs["exit-code"] == "0"
+    assert outputs["result-json"] == str(passing.out_dir / "result.json")
+    assert outputs["report-html"] == str(passing.out_dir / "report.html")
+    result = Result.model_validate_json(Path(outputs["result-json"]).read_bytes())
+    best = strongest_attack(result)
+    assert outputs["strongest-attack"] == best.id
+    assert float(outputs["auc"]) == pytest.approx(best.auc, abs=1e-5)
+    assert float(outputs["tpr-at-fpr"]) == pytest.approx(best.tpr_at_fpr["0.05"], abs=1e-5)
+    assert "::error" not in passing.stdout
+
+
+def test_summary_is_appended(passing: StepRun) -> None:
+    summary_md = (passing.out_dir / "summary.md").read_text(encoding="utf-8")
+    assert passing.summary == "previous step's summary\n" + summary_md
+    assert "## mia-audit: PASS — lenient" in passing.summary
+
+
+def test_action_adds_its_formats_to_the_policys(passing: StepRun) -> None:
+    written = sorted(p.name for p in passing.out_dir.iterdir())
+    assert written == ["junit.xml", "report.html", "result.json", "summary.md"]
+
+
+def test_failing_policy(failing: StepRun) -> None:
+    assert failing.code == 1, failing.stderr
+    assert failing.outputs["passed"] == "false" and failing.outputs["exit-code"] == "1"
+    assert Path(failing.outputs["result-json"]).is_file()
+    assert float(failing.outputs["auc"]) > 0.51
+    assert "## mia-audit: FAIL — strict" in failing.summary
+    (annotation,) = [line for line in failing.stdout.splitlines() if line.startswith("::error")]
+    assert annotation.startswith("::error title=mia-audit::privacy gate failed for strict: AUC")
+
+
+def test_invalid_policy_reports_no_stale_numbers(workspace: Path) -> None:
+    """Exit 2 leaves older reports in place; the step must not present them as this run's."""
+    stale = workspace / "reports" / "stale"
+    stale.mkdir(parents=True)
+    (stale / "result.json").write_text("{}")
+    (stale / "summary.md").write_text("## mia-audit: PASS — an older run\n")
+    run = run_step(workspace, "model/broken.yaml", "reports/stale")
+    assert run.code == 2
+    assert run.stderr.startswith("error: ") and "broken.yaml" in run.stderr
+    assert run.outputs["passed"] == "false" and run.outputs["exit-code"] == "2"
+    assert run.outputs["result-json"] == "" and run.outputs["auc"] == ""
+    assert "older run" not in run.summary
+    assert "## mia-audit: ERROR" in run.summary and "Exit code 2" in run.summary
+    assert "::error title=mia-audit::mia-audit exited 2: the policy, the inputs" in run.stdout
+
+
+def test_missing_policy_input_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert action.main({"GITHUB_WORKSPACE": "/nonexistent"}) == 2
+    assert "`policy` input is required" in capsys.readouterr().err
+
+
+def test_multiline_output_values_use_a_delimiter() -> None:
+    text = action.output_lines({"passed": "true", "note": "two\nlines"})
+    assert parse_outputs(text) == {"passed": "true", "note": "two\nlines"}
+    assert re.search(r"^note<<ghadelimiter_[0-9a-f]{32}$", text, flags=re.M)
+
+
+def test_annotation_escapes_workflow_command_characters() -> None:
+    condition = SimpleNamespace(
+        passed=False, description="AUC <= 0.6", value=0.7, attack="loss\n::warning::x"
+    )
+    result = SimpleNamespace(
+        policy=SimpleNamespace(name="100% private\r\n"),
+        gate=SimpleNamespace(conditions=[condition]),
+    )
+    command = action.annotation(1, result)  # type: ignore[arg-type]
+    assert command == (
+        "::error title=mia-audit::privacy gate failed for 100%25 private%0D%0A: "
+        "AUC <= 0.6: 0.7000 (loss%0A::warning::x)"
+    )
+    assert action.annotation(0, None) is None
+    assert action.annotation(3, None) == (
+        "::error title=mia-audit::mia-audit exited 3: the audit could not complete; "
+        "the log above says why"
+    )
+
+
+# --- action.yml -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def action_yml() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((REPO / "action.yml").read_text())
+    return loaded
+
+
+def test_action_yml_inputs_and_outputs(action_yml: dict[str, Any]) -> None:
+    assert action_yml["runs"]["using"] == "composite"
+    assert set(action_yml["inputs"]) == {
+        "policy", "package", "python-version", "device", "output-dir", "pip-args"
+    }  # fmt: skip
+    assert action_yml["inputs"]["package"]["default"] == "mia-audit"
+    written = set(action.step_outputs(0, Path("/nonexistent"), None))
+    assert set(action_yml["outputs"]) == written
+    for name, spec in action_yml["outputs"].items():
+        assert spec["value"] == f"${{{{ steps.audit.outputs.{name} }}}}"
+
+
+def test_action_yml_scripts_take_inputs_only_from_env(action_yml: dict[str, Any]) -> None:
+    steps = action_yml["runs"]["steps"]
+    scripts = [step for step in steps if "run" in step]
+    assert scripts and all("${{" not in step["run"] for step in scripts)
+    assert all(step["shell"] == "bash" for step in scripts)
+    audit = next(step for step in steps if step.get("id") == "audit")
+    assert audit["run"].strip() == "python -m mia_audit.action"
+    assert set(audit["env"]) == {"MIA_POLICY", "MIA_OUTPUT_DIR", "MIA_DEVICE"}
+    assert any(step.get("uses", "").startswith("actions/setup-python@") for step in steps)
+
+
+def test_readme_workflow_uses_the_action_cache_and_artifact() -> None:
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+    workflows = [yaml.safe_load(b) for b in blocks if "jobs:" in b]
+    assert workflows, "README has no example workflow"
+    steps = next(iter(workflows[0]["jobs"].values()))["steps"]
+    uses = [step.get("uses", "") for step in steps]
+    assert any(u.startswith("actions/cache@") for u in uses)
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert upload["with"]["archive"] is False
+    assert upload["with"]["path"] == "${{ steps.audit.outputs.report-html }}"
+    assert upload["if"].startswith("always()")  # the report matters most when the gate fails
