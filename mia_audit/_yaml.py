@@ -50,7 +50,7 @@ def _reject_duplicate_keys(loader: _LineTrackingLoader, node: yaml.MappingNode) 
 
 _LineTrackingLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _reject_duplicate_keys,  # type: ignore[arg-type]
+    _reject_duplicate_keys,
 )
 
 

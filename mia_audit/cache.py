@@ -47,7 +47,7 @@ class ArrayCache:
             self.misses += 1
             return None
         self.hits += 1
-        return value
+        return np.asarray(value)
 
     def put(self, namespace: str, key: str, value: np.ndarray) -> None:
         if self.root is None:

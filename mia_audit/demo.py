@@ -64,7 +64,9 @@ def digits_images(image_size: int) -> tuple[np.ndarray, np.ndarray]:
     grey = np.clip(digits.images * (255.0 / 16.0), 0, 255).astype(np.uint8)
     resized = np.stack(
         [
-            np.asarray(Image.fromarray(image).resize((image_size, image_size), Image.BILINEAR))
+            np.asarray(
+                Image.fromarray(image).resize((image_size, image_size), Image.Resampling.BILINEAR)
+            )
             for image in grey
         ]
     )
@@ -121,7 +123,9 @@ def _reusable(directory: Path, fingerprint: dict[str, Any]) -> bool:
     try:
         marker = json.loads((directory / MARKER).read_text())
         files = marker.pop("files")
-        return bool(marker == json.loads(json.dumps(fingerprint)) and files == _file_hashes(directory))
+        return bool(
+            marker == json.loads(json.dumps(fingerprint)) and files == _file_hashes(directory)
+        )
     except (OSError, ValueError, KeyError, AttributeError):
         return False
 
@@ -130,7 +134,9 @@ def _write_data(
     directory: Path, images: np.ndarray, labels: np.ndarray, parts: dict[str, np.ndarray]
 ) -> None:
     for name, index in parts.items():
-        atomic_write_bytes(directory / f"{name}.npz", _npz_bytes(images[index], labels[index], index))
+        atomic_write_bytes(
+            directory / f"{name}.npz", _npz_bytes(images[index], labels[index], index)
+        )
 
 
 def _npz_bytes(images: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> bytes:

@@ -10,7 +10,9 @@ Advance = Callable[[int], None]
 
 
 class Progress(Protocol):
-    def stage(self, description: str, total: int | None = None) -> contextlib.AbstractContextManager[Advance]:
+    def stage(
+        self, description: str, total: int | None = None
+    ) -> contextlib.AbstractContextManager[Advance]:
         """A unit of work; call the yielded function with the number of items done."""
         ...
 

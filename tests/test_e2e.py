@@ -46,8 +46,9 @@ LOOSE = {"max_auc": 0.99, "max_tpr_at_fpr": [{"fpr": 0.05, "max": 0.99}]}
 
 
 @pytest.fixture(scope="module")
-def audits(digits_target: DigitsTarget, run_cli: RunCli, tmp_path_factory: pytest.TempPathFactory
-           ) -> dict[str, tuple[int, dict[str, Any], str]]:
+def audits(
+    digits_target: DigitsTarget, run_cli: RunCli, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[int, dict[str, Any], str]]:
     """Run four audits once: {state dict, ONNX} x {strict, loose} gates."""
     folder = digits_target.copy_to(tmp_path_factory.mktemp("e2e") / "t")
     runs = {}
@@ -99,9 +100,7 @@ def test_overfit_target_leaks(audits: dict[str, Any]) -> None:
     assert result["data"]["n_members"] == result["data"]["n_non_members"] == 200
 
 
-def test_result_json_matches_schema_and_contract(
-    audits: dict[str, Any], run_cli: RunCli
-) -> None:
+def test_result_json_matches_schema_and_contract(audits: dict[str, Any], run_cli: RunCli) -> None:
     schema = json.loads(run_cli("schema", "result").stdout)
     _, result, _ = audits["onnx-strict"]
     jsonschema.validate(result, schema)
@@ -118,9 +117,10 @@ def test_result_json_matches_schema_and_contract(
         assert {"metric", "attack", "value", "threshold", "passed"} <= set(condition)
 
 
-def test_every_requested_format_written(audits: dict[str, Any], digits_target: DigitsTarget,
-                                        tmp_path: Path) -> None:
-    _, result, stdout = audits["onnx-loose"]
+def test_every_requested_format_written(
+    audits: dict[str, Any], digits_target: DigitsTarget, tmp_path: Path
+) -> None:
+    _, result, _ = audits["onnx-loose"]
     out = Path(result["policy"]["path"]).parent / "out-onnx-loose"
     assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "result.json", "summary.md"]
     assert "PASS" in (out / "summary.md").read_text()

@@ -42,10 +42,11 @@ def test_state_dict_with_architecture(tmp_path: Path, resnet: torch.nn.Module) -
     np.testing.assert_allclose(loaded.classifier(BATCH), eager_logits(resnet), atol=1e-5)
 
 
-def test_state_dict_without_architecture_is_refused(tmp_path: Path, resnet: torch.nn.Module
-                                                    ) -> None:
+def test_state_dict_without_architecture_is_refused(
+    tmp_path: Path, resnet: torch.nn.Module
+) -> None:
     torch.save(resnet.state_dict(), tmp_path / "m.pt")
-    with pytest.raises(InputError, match="model.architecture"):
+    with pytest.raises(InputError, match=r"model\.architecture"):
         load_target(spec(tmp_path / "m.pt"), "cpu")
 
 
@@ -69,7 +70,7 @@ def test_cifar_stem_and_other_torchvision_models(tmp_path: Path) -> None:
         build_architecture("resnet81", 10)
 
 
-FACTORY = '''
+FACTORY = """
 import torch
 
 def tiny(num_classes):
@@ -77,7 +78,7 @@ def tiny(num_classes):
         torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
         torch.nn.Linear(4, num_classes),
     )
-'''
+"""
 
 
 def test_user_factory_is_recorded(tmp_path: Path) -> None:
@@ -95,7 +96,7 @@ def test_user_factory_is_recorded(tmp_path: Path) -> None:
 
 def test_pickled_module_needs_allow_pickle(tmp_path: Path, resnet: torch.nn.Module) -> None:
     torch.save(resnet, tmp_path / "whole.pt")
-    with pytest.raises(InputError, match="model.allow_pickle"):
+    with pytest.raises(InputError, match=r"model\.allow_pickle"):
         load_target(spec(tmp_path / "whole.pt"), "cpu")
     loaded = load_target(spec(tmp_path / "whole.pt", allow_pickle=True), "cpu")
     np.testing.assert_allclose(loaded.classifier(BATCH), eager_logits(resnet), atol=1e-5)

@@ -77,7 +77,7 @@ def test_reference_recipe_defaults_come_from_the_model_and_the_members() -> None
 
 
 def test_onnx_target_needs_a_reference_architecture() -> None:
-    with pytest.raises(PolicyError, match="reference_training.architecture: attack 'lira'"):
+    with pytest.raises(PolicyError, match=r"reference_training\.architecture: attack 'lira'"):
         parse(attacks=["loss", "lira"])
     policy = parse(attacks=["lira"], reference_training={"architecture": "resnet18"})
     assert policy.reference_attacks[0].name == "lira"  # type: ignore[attr-defined]
@@ -93,7 +93,10 @@ def test_onnx_target_needs_a_reference_architecture() -> None:
         ({"reference_training": {"epoch": 3}}, "unknown key 'epoch' (did you mean 'epochs'?)"),
         ({"reference_training": {"augment": ["rotate"]}}, "reference_training.augment[0]"),
         ({"outputs": {"formats": ["pdf"]}}, "unknown format 'pdf'; available: json, html"),
-        ({"gate": {"max_acu": 0.5}}, "gate.max_acu: unknown key 'max_acu' (did you mean 'max_auc'?)"),
+        (
+            {"gate": {"max_acu": 0.5}},
+            "gate.max_acu: unknown key 'max_acu' (did you mean 'max_auc'?)",
+        ),
         ({"attacks": ["los"]}, "unknown attack 'los' (did you mean 'loss'?)"),
         ({"gate": {"max_auc": 1.5}}, "gate.max_auc.max"),
         ({"version": 2}, "version"),

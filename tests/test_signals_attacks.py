@@ -36,10 +36,12 @@ def test_signals_match_direct_formulas(logits: np.ndarray) -> None:
     rows = np.arange(len(labels))
     p = softmax(logits, axis=1)
     log_p = scipy_log_softmax(logits, axis=1)
-    np.testing.assert_allclose(signals.cross_entropy(logits, labels), -log_p[rows, labels],
-                               rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(signals.true_class_probability(logits, labels), p[rows, labels],
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        signals.cross_entropy(logits, labels), -log_p[rows, labels], rtol=1e-9, atol=1e-9
+    )
+    np.testing.assert_allclose(
+        signals.true_class_probability(logits, labels), p[rows, labels], rtol=1e-9, atol=1e-12
+    )
     direct_entropy = -(p * log_p).sum(axis=1)
     np.testing.assert_allclose(signals.entropy(logits), direct_entropy, rtol=1e-7, atol=1e-9)
     others = logits.copy()
@@ -91,8 +93,9 @@ def test_extreme_logits_stay_finite() -> None:
     assert signals.scaled_logit(logits, labels)[0] > 900
 
 
-def synthetic_context(n: int = 400, classes: int = 5, leak: float = 1.5, seed: int = 0
-                      ) -> AttackContext:
+def synthetic_context(
+    n: int = 400, classes: int = 5, leak: float = 1.5, seed: int = 0
+) -> AttackContext:
     """Members get a larger true-class logit: every attack should see the leak."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, classes, size=n)
@@ -110,8 +113,15 @@ def synthetic_context(n: int = 400, classes: int = 5, leak: float = 1.5, seed: i
 
 @pytest.mark.parametrize(
     "name",
-    ["loss", "confidence", "entropy", "modified_entropy", "logit_margin", "class_threshold",
-     "learned"],
+    [
+        "loss",
+        "confidence",
+        "entropy",
+        "modified_entropy",
+        "logit_margin",
+        "class_threshold",
+        "learned",
+    ],
 )
 def test_every_target_only_attack_finds_a_planted_leak(name: str) -> None:
     from mia_audit.metrics import auc

@@ -30,7 +30,7 @@ class ViewLogits:
 
     @property
     def identity(self) -> np.ndarray:
-        return self.select([View()])[0]
+        return np.asarray(self.select([View()])[0])
 
 
 @dataclass(frozen=True)

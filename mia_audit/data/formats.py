@@ -94,7 +94,9 @@ def _from_mapping(arrays: dict[str, Any], source: str) -> ImageSet:
             f"{', '.join(sorted(arrays)) or 'none'}"
         )
     names = arrays.get("class_names")
-    class_names = tuple(str(n) for n in np.asarray(names).reshape(-1)) if names is not None else None
+    class_names = (
+        tuple(str(n) for n in np.asarray(names).reshape(-1)) if names is not None else None
+    )
     return make_image_set(
         _numpy(images),
         _numpy(labels),

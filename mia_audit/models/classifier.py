@@ -47,7 +47,7 @@ class TorchClassifier:
         self.module.eval()
         self.module.to(self.device)
         if self.device == "cuda":
-            self.module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.module.to(memory_format=torch.channels_last)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch

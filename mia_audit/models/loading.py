@@ -40,7 +40,9 @@ class LoadedModel:
 def load_target(spec: ModelSpec, device: str, search_path: Path | None = None) -> LoadedModel:
     path = spec.path
     if not path.exists():
-        raise InputError(f"{FIELD}: {path}: file not found; check the path (relative to the policy)")
+        raise InputError(
+            f"{FIELD}: {path}: file not found; check the path (relative to the policy)"
+        )
     if path.is_dir():
         raise InputError(f"{FIELD}: {path}: is a directory; expected a model file")
     model_format = detect_format(path) if spec.format == "auto" else spec.format
@@ -91,7 +93,9 @@ def _load_torchscript(path: Path) -> nn.Module:
             # torch >= 2.9 warns on every torch.jit.load that TorchScript is deprecated: noise
             # on stderr for the user, who chose the format, not a problem with their model.
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
-            module: nn.Module = torch.jit.load(str(path), map_location="cpu")
+            module: nn.Module = torch.jit.load(  # type: ignore[no-untyped-call]
+                str(path), map_location="cpu"
+            )
     except (RuntimeError, ValueError, OSError) as error:
         raise InputError(
             f"{FIELD}: {path}: not a loadable TorchScript file ({_line(error)}); "
