@@ -3,15 +3,15 @@
 Run from the repository root:
     python bench/attack_power.py [--subset 2000] [--k 2] [--epochs 3] [--device auto]
         [--arch-stem imagenet|cifar] [--population N] [--queries 1|2|18] [--batch-size 128]
-        [--lr 0.1] [--seed 0] [--workdir DIR]
+        [--optimizer sgd|adamw] [--lr LR] [--weight-decay 5e-4] [--seed 0] [--workdir DIR]
 
 What it does, in order:
 1. takes a seeded random `--subset` of the CIFAR-10 training split (../shared/data/cifar10.npz
    relative to the repository); the target trains on one half (members), the other half is
    held out (non-members); `--population` further training-split images (default: as many as
    the subset, i.e. twice the members, so shadow models get IN/OUT halves) are the population;
-2. trains a ResNet18 target with `mia_audit.training.train_models` (SGD, cosine, flip + crop
-   augmentation, weight decay 5e-4) and saves its state dict;
+2. trains a ResNet18 target with `mia_audit.training.train_models` (SGD or AdamW, cosine
+   schedule, flip + crop augmentation) and saves its state dict;
 3. writes a policy whose `reference_training` is the target's recipe, with every attack: loss,
    logit_margin, LiRA online and offline, RMIA offline and online, shadow, each with `--k`
    reference (shadow) models and `--queries` queries (online attacks need an even --k);
@@ -76,7 +76,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--population", type=int, default=None, help="default: --subset")
     parser.add_argument("--queries", type=int, default=1, choices=[1, 2, 18])
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    parser.add_argument("--lr", type=float, default=None, help="default: 0.1 (sgd), 1e-3 (adamw)")
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     return parser.parse_args()
@@ -102,13 +104,17 @@ def recipe(args: argparse.Namespace) -> TrainingRecipe:
         cifar_stem=args.arch_stem == "cifar",
         epochs=args.epochs,
         batch_size=args.batch_size,
-        optimizer="sgd",
-        lr=args.lr,
+        optimizer=args.optimizer,
+        lr=learning_rate(args),
         momentum=0.9,
-        weight_decay=5e-4,
+        weight_decay=args.weight_decay,
         schedule="cosine",
         augment=("flip", "crop"),
     )
+
+
+def learning_rate(args: argparse.Namespace) -> float:
+    return float(args.lr or (0.1 if args.optimizer == "sgd" else 1e-3))
 
 
 def train_target(
@@ -208,7 +214,8 @@ def main() -> None:
     print(
         f"CIFAR-10 subset {args.subset} (members {args.subset // 2}), population "
         f"{args.population or args.subset}, ResNet18 {args.arch_stem} stem, {args.epochs} epochs, "
-        f"batch {args.batch_size}, lr {args.lr}, k={args.k}, queries={args.queries}, "
+        f"batch {args.batch_size}, {args.optimizer} lr {learning_rate(args)} weight decay "
+        f"{args.weight_decay}, flip+crop, k={args.k}, queries={args.queries}, "
         f"device {device}, seed {args.seed}, workdir {workdir}"
     )
     phases: dict[str, Timing] = {}

@@ -393,10 +393,15 @@ def _bare_attack_name(value: Any) -> Any:
     return {"name": value} if isinstance(value, str) else value
 
 
-AttackEntry = Annotated[
-    attack_config_union(),
-    BeforeValidator(_bare_attack_name),
-]
+if typing.TYPE_CHECKING:
+    # The union is built at run time from the registry; to the type checker every entry is
+    # an AttackConfig.
+    AttackEntry = AttackConfig
+else:
+    AttackEntry = Annotated[
+        attack_config_union(),
+        BeforeValidator(_bare_attack_name),
+    ]
 
 
 class Policy(StrictModel):

@@ -1,0 +1,217 @@
+"""Reference-model plans, cache and executor: balanced keep matrices, offline models shared
+across set sizes, a second run that trains nothing, an interrupted run that resumes, and
+models reused for a new target on the same data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mia_audit.attacks.reference_base import ReferenceRequest
+from mia_audit.data.images import make_image_set
+from mia_audit.inference import Preprocessor
+from mia_audit.models.classifier import TorchClassifier
+from mia_audit.queries import IDENTITY, View
+from mia_audit.reference import (
+    Architecture,
+    LocalExecutor,
+    ModelCache,
+    OnTrained,
+    ReferenceModels,
+    ReferenceSetup,
+    TargetModel,
+    TrainingTask,
+    offline_plan,
+    online_keep_matrix,
+    online_plan,
+)
+from mia_audit.training import TrainingData, TrainingRecipe
+
+MIRROR = View(mirror=True)
+
+
+@pytest.mark.parametrize(("models", "samples", "seed"), [(2, 7, 0), (4, 100, 1), (16, 33, 2)])
+def test_keep_matrix_is_balanced(models: int, samples: int, seed: int) -> None:
+    keep = online_keep_matrix(models, samples, seed)
+    assert keep.shape == (models, samples) and keep.dtype == np.bool_
+    assert (keep.sum(axis=0) == models // 2).all()  # every sample IN for exactly half
+    np.testing.assert_array_equal(keep, online_keep_matrix(models, samples, seed))
+    assert not np.array_equal(keep, online_keep_matrix(models, samples, seed + 1))
+
+
+@pytest.mark.parametrize("models", [0, 1, 3])
+def test_keep_matrix_needs_an_even_number_of_models(models: int) -> None:
+    with pytest.raises(ValueError, match="even"):
+        online_keep_matrix(models, 10, 0)
+
+
+def test_online_plan_splits_the_audit_set_in_halves() -> None:
+    plan = online_plan(count=4, n_audit=50, n_population=100, train_size=40, seed=0)
+    assert (plan.in_audit.sum(axis=0) == 2).all()
+    assert len(plan.population_rows) == 2 * 40 - 50  # topped up to twice train_size
+    pooled = plan.in_population[:, plan.population_rows]
+    assert (pooled.sum(axis=0) == 2).all()
+    assert not plan.in_population[:, np.setdiff1d(np.arange(100), plan.population_rows)].any()
+    for j, job in enumerate(plan.jobs):
+        rows = np.concatenate([np.flatnonzero(plan.in_audit[j]), 50 + np.flatnonzero(pooled[j])])
+        np.testing.assert_array_equal(np.sort(job.index), rows)
+    assert len({job.seed for job in plan.jobs}) == 4
+
+
+def test_offline_models_are_the_same_whatever_the_set_size() -> None:
+    two = offline_plan(count=2, n_audit=10, n_population=60, train_size=25, seed=3)
+    four = offline_plan(count=4, n_audit=10, n_population=60, train_size=25, seed=3)
+    for small, large in zip(two.jobs, four.jobs[:2], strict=True):
+        np.testing.assert_array_equal(small.index, large.index)
+        assert small.seed == large.seed
+    assert not four.in_audit.any()
+    for j, job in enumerate(four.jobs):
+        assert len(job.index) == 25 and len(np.unique(job.index)) == 25
+        np.testing.assert_array_equal(np.flatnonzero(four.in_population[j]), job.index)
+
+
+def test_model_cache_round_trip_and_torn_file(tmp_path: Path) -> None:
+    import torch
+
+    cache = ModelCache(tmp_path)
+    state = {"w": torch.arange(4.0)}
+    cache.save("ab" * 32, state)
+    assert "ab" * 32 in cache
+    loaded = cache.load("ab" * 32)
+    assert loaded is not None and torch.equal(loaded["w"], state["w"])
+    cache.path("cd" * 32).parent.mkdir(parents=True, exist_ok=True)
+    cache.path("cd" * 32).write_bytes(b"torn")
+    assert cache.load("cd" * 32) is None and "cd" * 32 not in cache
+
+
+# --- the provider, with a tiny model and a counting executor ----------------------------------
+
+
+class TinyArchitecture(Architecture):
+    """A linear model: trains in milliseconds."""
+
+    def build(self) -> object:  # type: ignore[override]
+        from torch import nn
+
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, self.num_classes))
+
+
+class CountingExecutor(LocalExecutor):
+    """Counts the models it was asked to train; optionally fails after `fail_after` models."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        super().__init__("cpu")
+        self.fail_after = fail_after
+        self.asked: list[str] = []
+
+    def train(
+        self,
+        tasks: Sequence[TrainingTask],
+        data: TrainingData,
+        recipe: TrainingRecipe,
+        architecture: Architecture,
+        on_trained: OnTrained,
+        advance: object = None,
+    ) -> None:
+        self.asked.extend(task.key for task in tasks)
+
+        def stop_early(task: TrainingTask, state: dict[str, object]) -> None:
+            on_trained(task, state)  # type: ignore[arg-type]
+            if self.fail_after is not None and self.trained >= self.fail_after:
+                raise KeyboardInterrupt("interrupted")
+
+        super().train(tasks, data, recipe, architecture, stop_early)  # type: ignore[arg-type]
+
+
+def setup_for(seed: int = 0, target_sha: str = "target-1") -> ReferenceSetup:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (60, 3, 8, 8), dtype=np.uint8)
+    labels = rng.integers(0, 3, 60)
+    population = make_image_set(
+        rng.integers(0, 256, (80, 8, 8, 3), dtype=np.uint8), rng.integers(0, 3, 80), source="pop"
+    )
+    import torch
+
+    linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 3))
+    target = TorchClassifier(linear, "cpu")
+    return ReferenceSetup(
+        recipe=TrainingRecipe(
+            epochs=1, batch_size=16, optimizer="adamw", lr=1e-3, augment=("flip",), train_size=30
+        ),
+        architecture=TinyArchitecture("tiny", 3),
+        audit_images=images,
+        audit_labels=labels,
+        population=population,
+        preprocess=Preprocessor((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+        device="cpu",
+        batch_size=32,
+        seed=0,
+        target=TargetModel(target, target_sha, "torch:cpu:fp32"),
+    )
+
+
+REQUESTS = [
+    ReferenceRequest("online", 2, (IDENTITY, MIRROR)),
+    ReferenceRequest("offline", 2, (IDENTITY,), population=True),
+    ReferenceRequest("offline", 3, (IDENTITY,)),
+]
+
+
+def test_second_run_trains_nothing(tmp_path: Path) -> None:
+    first = CountingExecutor()
+    models = ReferenceModels(setup_for(), tmp_path, first)
+    models.prepare(REQUESTS)
+    assert first.trained == 2 + 3  # offline 2 and 3 share their first two models
+    assert len(set(first.asked)) == len(first.asked) == 5
+    online = models.get(REQUESTS[0])
+    assert online.audit.shape == (2, 2, 60, 3) and (online.in_audit.sum(axis=0) == 1).all()
+    offline = models.get(REQUESTS[1])
+    assert offline.population is not None and offline.population.shape == (2, 1, 80, 3)
+    assert offline.target_population is not None and offline.target_population.shape == (1, 80, 3)
+    assert (offline.in_population.sum(axis=1) == 30).all()
+
+    second = CountingExecutor()
+    again = ReferenceModels(setup_for(), tmp_path, second)
+    again.prepare(REQUESTS)
+    assert second.trained == 0 and second.asked == [] and again.trained == 0
+    assert again.loaded == 0  # every logit came from the cache: no model was even loaded
+    np.testing.assert_array_equal(again.get(REQUESTS[0]).audit, online.audit)
+
+
+def test_new_target_on_the_same_data_reuses_the_models(tmp_path: Path) -> None:
+    ReferenceModels(setup_for(), tmp_path, CountingExecutor()).prepare(REQUESTS)
+    executor = CountingExecutor()
+    models = ReferenceModels(setup_for(target_sha="target-2"), tmp_path, executor)
+    models.prepare(REQUESTS)
+    assert executor.trained == 0
+
+
+def test_model_files_alone_are_enough_to_skip_training(tmp_path: Path) -> None:
+    ReferenceModels(setup_for(), tmp_path, CountingExecutor()).prepare(REQUESTS)
+    for logits in (tmp_path / "logits").rglob("*.npy"):
+        logits.unlink()
+    executor = CountingExecutor()
+    models = ReferenceModels(setup_for(), tmp_path, executor)
+    models.prepare(REQUESTS)
+    assert executor.trained == 0 and models.loaded == 5
+
+
+def test_interrupted_training_resumes_with_the_rest(tmp_path: Path) -> None:
+    failing = CountingExecutor(fail_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        ReferenceModels(setup_for(), tmp_path, failing).prepare(REQUESTS)
+    assert failing.trained == 1
+    resumed = CountingExecutor()
+    ReferenceModels(setup_for(), tmp_path, resumed).prepare(REQUESTS)
+    assert resumed.trained == 4
+    assert not set(resumed.asked) & set(failing.asked[:1])
+
+
+def test_different_data_trains_new_models(tmp_path: Path) -> None:
+    ReferenceModels(setup_for(seed=0), tmp_path, CountingExecutor()).prepare(REQUESTS[1:2])
+    executor = CountingExecutor()
+    ReferenceModels(setup_for(seed=1), tmp_path, executor).prepare(REQUESTS[1:2])
+    assert executor.trained == 2
