@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch/torchvision pinned to the builds the constraint allows (installed from local files here).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-slow lint schema bench clean
+.PHONY: demo test lint schema bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +16,8 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/mia-audit demo --dir mia-demo
 
-test: $(BIN)/.installed
+test: lint
 	$(BIN)/python -m pytest
-
-test-slow: $(BIN)/.installed
-	$(BIN)/python -m pytest -m slow
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check mia_audit tests bench

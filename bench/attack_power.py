@@ -8,13 +8,15 @@ Run from the repository root:
 What it does, in order:
 1. takes a seeded random `--subset` of the CIFAR-10 training split (../shared/data/cifar10.npz
    relative to the repository); the target trains on one half (members), the other half is
-   held out (non-members); `--population` further training-split images (default: as many as
-   the subset, i.e. twice the members, so shadow models get IN/OUT halves) are the population;
+   held out (non-members); `--population` further images (the rest of the training split, then
+   the test split; default: as many as the subset, i.e. twice the members, so shadow models get
+   IN/OUT halves) are the population;
 2. trains a ResNet18 target with `mia_audit.training.train_models` (SGD or AdamW, cosine
    schedule, flip + crop augmentation) and saves its state dict;
 3. writes a policy whose `reference_training` is the target's recipe, with every attack: loss,
    logit_margin, LiRA online and offline, RMIA offline and online, shadow, each with `--k`
-   reference (shadow) models and `--queries` queries (online attacks need an even --k);
+   reference (shadow) models and `--queries` queries (online attacks need an even --k, offline
+   ones a population of at least the members' number, shadow twice that; others are skipped);
 4. runs `mia_audit.audit.run_audit` on it (the same call `mia-audit run` makes), which trains
    the reference models once and shares them across attacks;
 5. prints one table: AUC and TPR at 5 %, 1 % and 0.1 % FPR per attack (a `*` marks a TPR the
@@ -84,17 +86,23 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def split(args: argparse.Namespace, n_train: int) -> dict[str, np.ndarray]:
-    """Seeded rows of the training split: members, non-members, population."""
+def split(args: argparse.Namespace, n_train: int, n_all: int) -> dict[str, np.ndarray]:
+    """Seeded rows: members and non-members from the training split, the population from the
+    rest of it and then from the test split."""
     population = args.population or args.subset
-    if args.subset + population > n_train:
-        raise SystemExit(f"--subset + --population exceed the {n_train} training images")
-    order = np.random.default_rng(args.seed).permutation(n_train)
+    if args.subset > n_train or args.subset + population > n_all:
+        raise SystemExit(
+            f"--subset must fit the {n_train} training images and --subset + --population "
+            f"the {n_all} images"
+        )
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(n_train)
+    rest = np.concatenate([order[args.subset :], rng.permutation(np.arange(n_train, n_all))])
     half = args.subset // 2
     return {
         "members": np.sort(order[:half]),
         "non_members": np.sort(order[half : args.subset]),
-        "population": np.sort(order[args.subset : args.subset + population]),
+        "population": np.sort(rest[:population]),
     }
 
 
@@ -137,18 +145,28 @@ def train_target(
 
 
 def attacks(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every attack the data supports: offline models need a population of at least the
+    members' number, shadow models twice that (IN and OUT halves); online ones an even k."""
     k, q = args.k, args.queries
+    members, population = args.subset // 2, args.population or args.subset
 
     def reference(name: str, mode: str) -> dict[str, Any]:
         return {"name": name, "id": f"{name}_{mode}", "mode": mode, "reference_models": k,
                 "queries": q}
 
-    modes = ("online", "offline") if k % 2 == 0 else ("offline",)
+    modes = [m for m, ok in (("online", k % 2 == 0), ("offline", population >= members)) if ok]
+    shadow = [{"name": "shadow", "shadow_models": k, "queries": q}]
+    for skipped, reason in (
+        ("online attacks", k % 2), ("offline attacks", population < members),
+        ("shadow", population < 2 * members),
+    ):
+        if reason:
+            print(f"note: {skipped} skipped (odd --k, or too small a --population)")
     return [
         {"name": "loss"},
         {"name": "logit_margin", "queries": q},
         *(reference(name, mode) for name in ("lira", "rmia") for mode in modes),
-        {"name": "shadow", "shadow_models": k, "queries": q},
+        *(shadow if population >= 2 * members else []),
     ]
 
 
@@ -220,7 +238,7 @@ def main() -> None:
     )
     phases: dict[str, Timing] = {}
     images, labels = load_cifar10()
-    rows = split(args, 50_000)
+    rows = split(args, 50_000, len(labels))
     for name, index in rows.items():
         np.savez(workdir / f"{name}.npz", x=images[index], y=labels[index])
     with timed() as phases["target training"]:

@@ -10,9 +10,9 @@ ResNet18 recipe of the policies: SGD, cosine, flip + crop): *sequential* trains 
 one (`group=1`), *concurrent* trains the K models in lockstep (`group=K`: on a GPU each on its
 own CUDA stream, bf16 autocast, channels_last, data resident on the device). It prints, per K,
 images/s both ways (images = K x images x epochs) and their ratio, measured side by side in one
-run, plus the background load during each. On a GPU it also prints the achieved FLOP/s
-(forward + backward FLOPs per image, counted with torch's FlopCounterMode) against the GPU's
-dense bf16 peak.
+run, plus the background load during each, and the achieved FLOP/s of the concurrent run
+(forward + backward FLOPs per image, counted with torch's FlopCounterMode); on a GPU also as a
+share of the GPU's dense bf16 peak.
 
 Defaults: on a GPU --k 1,2,4,8 --images 25000; on the CPU --k 1,2 --images 512 (a smoke-scale
 run: a ResNet18 trains at a few hundred images/s on two cores).
@@ -127,7 +127,7 @@ def main() -> None:
     peak = peak_tflops(torch.cuda.get_device_name(0)) if gpu else None
     print(f"training FLOPs per image (forward + backward): {flops / 1e9:.3f} GFLOP")
     header = f"{'K':>3} {'sequential img/s':>17} {'concurrent img/s':>17} {'ratio':>7}"
-    header += f" {'TFLOP/s (conc.)':>16} {'% bf16 peak':>12}" if gpu else ""
+    header += f" {'TFLOP/s (conc.)':>16}" + (f" {'% bf16 peak':>12}" if gpu else "")
     print(header + "  other load (seq. / conc.)")
     for k in counts:
         job_list = jobs(k, n_images, 50_000, seed=k)
@@ -137,10 +137,10 @@ def main() -> None:
             concurrent = run(data, job_list, recipe, device, group=k)
             seq_rate, conc_rate = total / sequential.seconds, total / concurrent.seconds
             line = f"{k:>3} {seq_rate:>17.1f} {conc_rate:>17.1f} {conc_rate / seq_rate:>6.2f}x"
+            achieved = flops * conc_rate / 1e12
+            line += f" {achieved:>16.3f}"
             if gpu:
-                achieved = flops * conc_rate / 1e12
-                share = f"{100 * achieved / peak:.1f}%" if peak else "n/a"
-                line += f" {achieved:>16.2f} {share:>12}"
+                line += f" {100 * achieved / peak:>11.1f}%" if peak else f" {'n/a':>12}"
             loads = [t.other_cores for t in (sequential, concurrent)]
             line += "  " + " / ".join("n/a" if v is None else f"{v:.2f}" for v in loads)
             print(line, flush=True)

@@ -49,6 +49,7 @@ from mia_audit.models.device import resolve_device
 from mia_audit.models.loading import LoadedModel, load_target
 from mia_audit.policy import GateSpec, LoadedPolicy, Policy
 from mia_audit.progress import Progress, SilentProgress
+from mia_audit.queries import IDENTITY, View
 from mia_audit.reference import (
     Architecture,
     ReferenceModels,
@@ -57,7 +58,6 @@ from mia_audit.reference import (
     check_population,
     population_requirement,
 )
-from mia_audit.queries import IDENTITY, View
 from mia_audit.result import (
     Accuracy,
     AttackResult,
@@ -168,7 +168,9 @@ def run_audit(
         attacks=results,
         gate=GateResult(passed=passed, conditions=gate_conditions, evaluated_on=today),
         baseline=baseline.info if baseline is not None else None,
-        environment=describe_environment(model.classifier.device, model.classifier.engine, precision),
+        environment=describe_environment(
+            model.classifier.device, model.classifier.engine, precision
+        ),
         timings=timer.seconds,
         notes=list(data.audit_set.notes),
     )
@@ -182,9 +184,7 @@ def preprocessor(policy: Policy) -> Preprocessor:
 # --- inputs -----------------------------------------------------------------------------------
 
 
-def load_audit_data(
-    policy: Policy, population_needed: int | Callable[[int], int] = 0
-) -> AuditData:
+def load_audit_data(policy: Policy, population_needed: int | Callable[[int], int] = 0) -> AuditData:
     """Load the policy's data files and build the audit set.
 
     `population_needed` is the population the reference-model attacks need, or a function of
@@ -302,8 +302,14 @@ def _target_logits(
     )
     with progress.stage(f"target inference ({len(views)} views)", len(audit_set.labels)) as advance:
         logits = cached_predict(
-            cache, request, model.classifier, audit_set.images, views,
-            policy.runtime.batch_size, advance=advance, notify=progress.note,
+            cache,
+            request,
+            model.classifier,
+            audit_set.images,
+            views,
+            policy.runtime.batch_size,
+            advance=advance,
+            notify=progress.note,
         )
     return ViewLogits(views=views, logits=logits)
 
@@ -383,7 +389,9 @@ def _run_attacks(
             output = attack.score(context)
             scores = np.asarray(output.scores, dtype=np.float64)
             if scores.shape != audit_set.labels.shape or not np.isfinite(scores).all():
-                raise AuditError(f"attack {label!r} produced invalid scores (non-finite or wrong shape)")
+                raise AuditError(
+                    f"attack {label!r} produced invalid scores (non-finite or wrong shape)"
+                )
             result = attack_result(attack, output.parameters, scores, audit_set, fprs)
             result.seconds = round(time.perf_counter() - start, 3)
         with timer.phase("statistics"), progress.stage(f"statistics {label}", None):

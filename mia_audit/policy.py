@@ -62,7 +62,9 @@ class StrictModel(BaseModel):
 class ModelSpec(StrictModel):
     """The target model."""
 
-    path: PolicyPath = Field(description="Model file: .onnx, or .pt/.pth (state dict or TorchScript).")
+    path: PolicyPath = Field(
+        description="Model file: .onnx, or .pt/.pth (state dict or TorchScript)."
+    )
     format: Literal["auto", "onnx", "torchscript", "state_dict", "pickle"] = Field(
         "auto", description="How to read `path`; `auto` decides from the file's content."
     )
@@ -74,7 +76,9 @@ class ModelSpec(StrictModel):
         ),
     )
     num_classes: int | None = Field(None, ge=2, description="Number of classes (model outputs).")
-    cifar_stem: bool = Field(False, description="ResNet with a 3x3 stride-1 first conv, no max-pool.")
+    cifar_stem: bool = Field(
+        False, description="ResNet with a 3x3 stride-1 first conv, no max-pool."
+    )
     allow_pickle: bool = Field(
         False, description="Allow loading a pickled full module (runs code from the file)."
     )
@@ -114,11 +118,15 @@ class Preprocessing(StrictModel):
     """How images are turned into model input (pixels are first scaled to 0..1)."""
 
     mean: tuple[float, ...] = Field((0.0, 0.0, 0.0), min_length=1, max_length=4)
-    std: tuple[Annotated[float, Field(gt=0)], ...] = Field((1.0, 1.0, 1.0), min_length=1, max_length=4)
+    std: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+        (1.0, 1.0, 1.0), min_length=1, max_length=4
+    )
     input_size: Annotated[tuple[int, int] | None, BeforeValidator(_size_pair)] = Field(
         None, description="Resize images to [height, width] (bilinear) when they differ."
     )
-    channel_order: Literal["rgb", "bgr"] = Field("rgb", description="Channel order the model expects.")
+    channel_order: Literal["rgb", "bgr"] = Field(
+        "rgb", description="Channel order the model expects."
+    )
 
     @model_validator(mode="after")
     def _same_length(self) -> Preprocessing:
@@ -128,11 +136,15 @@ class Preprocessing(StrictModel):
 
 
 def _scalar_limit(value: Any) -> Any:
-    return {"max": value} if isinstance(value, int | float) and not isinstance(value, bool) else value
+    return (
+        {"max": value} if isinstance(value, int | float) and not isinstance(value, bool) else value
+    )
 
 
 def _one_or_many(value: Any) -> Any:
-    return [value] if isinstance(value, dict | int | float) and not isinstance(value, bool) else value
+    return (
+        [value] if isinstance(value, dict | int | float) and not isinstance(value, bool) else value
+    )
 
 
 class MetricLimit(StrictModel):
@@ -540,9 +552,7 @@ def _yaml_location(loc: Sequence[str | int], lines: dict[Location, int]) -> Loca
     path: Location = ()
     for part in loc:
         candidate = (*path, part)
-        if candidate in lines or isinstance(part, int):
-            path = candidate
-        elif not lines:
+        if candidate in lines or isinstance(part, int) or not lines:
             path = candidate
     if loc and loc[-1] not in path and isinstance(loc[-1], str) and not _is_tag(loc[-1]):
         path = (*path, loc[-1])
