@@ -40,6 +40,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import busy_cpu_seconds, cpu_model
+
 from mia_audit.demo import export_onnx
 from mia_audit.models.classifier import (
     Classifier,
@@ -78,34 +80,12 @@ class Engine:
         return None if None in loads else statistics.median(loads)  # type: ignore[type-var]
 
 
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds all processes on the machine spent busy so far (from /proc/stat)."""
-    try:
-        with open("/proc/stat", encoding="utf-8") as stat:
-            fields = [int(value) for value in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Pass:
     """One timed pass: throughput, and the cores that other processes kept busy meanwhile."""
 
     images_per_s: float
     background_cores: float | None
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine(threads: int) -> str:
