@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +19,42 @@ class _LineTrackingLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.lines: dict[Location, int] = {}
+        #: Collections already walked: an alias (*name) is walked once, at its first use, so
+        #: nested aliases ("billion laughs") cost time linear in the file, not exponential.
+        self._walked: set[int] = set()
 
     def construct_document(self, node: yaml.Node) -> Any:
-        self._record(node, ())
+        self._record(node, (), ())
         return super().construct_document(node)
 
-    def _record(self, node: yaml.Node, path: Location) -> None:
+    def _record(self, node: yaml.Node, path: Location, inside: tuple[int, ...]) -> None:
         self.lines.setdefault(path, node.start_mark.line + 1)
+        if id(node) in inside:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an alias refers to a collection that contains it", node.start_mark
+            )
+        if id(node) in self._walked:
+            return
+        self._walked.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
                 self.lines[(*path, key)] = key_node.start_mark.line + 1
-                self._record(value_node, (*path, key))
+                self._record(value_node, (*path, key), (*inside, id(node)))
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
-                self._record(item, (*path, index))
+                self._record(item, (*path, index), (*inside, id(node)))
 
 
 def _reject_duplicate_keys(loader: _LineTrackingLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value, not a list or mapping",
+                key_node.start_mark,
+            )
         if key in seen:
             line = key_node.start_mark.line + 1
             raise yaml.constructor.ConstructorError(
@@ -66,20 +82,30 @@ def load_yaml(path: Path) -> tuple[Any, dict[Location, int]]:
         raise PolicyError(f"{path}: not a UTF-8 text file; a policy is YAML text") from None
     except OSError as error:
         raise PolicyError(f"{path}: cannot read policy file ({error.strerror})") from None
-    loader = _LineTrackingLoader(text)
     try:
-        document = loader.get_single_data()
+        return _parse(text)
     except yaml.MarkedYAMLError as error:
         raise PolicyError(f"{path}: {_describe_yaml_error(error)}") from None
     except yaml.YAMLError as error:
-        raise PolicyError(f"{path}: invalid YAML ({error})") from None
+        raise PolicyError(f"{path}: invalid YAML ({_one_line(str(error))})") from None
+    except RecursionError:
+        raise PolicyError(f"{path}: invalid YAML: nested too deeply to be a policy") from None
+
+
+def _parse(text: str) -> tuple[Any, dict[Location, int]]:
+    loader = _LineTrackingLoader(text)  # checks the characters: may raise a ReaderError
+    try:
+        return loader.get_single_data(), loader.lines
     finally:
         loader.dispose()
-    return document, loader.lines
 
 
 def _describe_yaml_error(error: yaml.MarkedYAMLError) -> str:
     mark = error.problem_mark or error.context_mark
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
     problem = error.problem or error.context or "syntax error"
-    return f"{where}invalid YAML: {problem}"
+    return f"{where}invalid YAML: {_one_line(problem)}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "syntax error"

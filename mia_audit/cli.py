@@ -61,8 +61,12 @@ def _root(
     """Run membership-inference attacks against a model and gate its release on the result."""
 
 
-class _Terminated(Exception):
-    """SIGTERM arrived: unwind like Ctrl-C so temporary files are cleaned up."""
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C so temporary files are cleaned up.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way (a cache
+    treating an unreadable file as missing, a wrapper around user code) swallows it.
+    """
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

@@ -16,6 +16,7 @@ from mia_audit.cache import ArrayCache
 from mia_audit.data.images import as_float01
 from mia_audit.errors import AuditError, InputError, ModelError
 from mia_audit.models.classifier import Classifier, OutOfMemory, TorchClassifier
+from mia_audit.models.device import release_cuda_memory
 from mia_audit.queries import View
 
 #: Bump when anything changes how logits are computed, so old cache entries stop matching.
@@ -124,17 +125,10 @@ def _smaller_batch(classifier: Classifier, batch_size: int, notify: Notify | Non
             f"out of memory on {classifier.device} even at batch size {batch_size}; "
             "use runtime.device: cpu or a smaller model"
         )
-    _release_cuda_memory()
+    release_cuda_memory()
     if notify is not None:
         notify(f"out of memory at batch size {batch_size}; retrying with {batch_size // 2}")
     return batch_size // 2
-
-
-def _release_cuda_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _predict_chunk(

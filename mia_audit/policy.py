@@ -54,9 +54,10 @@ PolicyPath = Annotated[Path, AfterValidator(_resolve_path)]
 
 
 class StrictModel(BaseModel):
-    """Frozen, and every key must be known."""
+    """Frozen, every key must be known, and numbers must be finite (NaN or infinity is never
+    a setting: it would only surface later as NaN logits or a gate that cannot fail)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec(StrictModel):
@@ -573,8 +574,16 @@ def _line_of(path: Location, lines: dict[Location, int]) -> int | None:
 def _dotted(path: Location) -> str:
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        name = _key_text(part)
+        text += f"[{part}]" if isinstance(part, int) else (f".{name}" if text else name)
     return text
+
+
+def _key_text(part: object) -> str:
+    """A key as written, quoted when it holds line breaks or other unprintable characters
+    (the message must stay one line)."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)
 
 
 def _problem_text(problem: Any, yaml_path: Location) -> str:

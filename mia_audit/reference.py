@@ -39,9 +39,11 @@ from mia_audit._atomic import atomic_write_bytes
 from mia_audit.attacks.reference_base import Mode, ReferenceRequest, ReferenceSet
 from mia_audit.cache import ArrayCache
 from mia_audit.data.images import ImageSet, as_float01
-from mia_audit.errors import InputError
+from mia_audit.errors import AuditError, InputError
 from mia_audit.hashing import arrays_sha256, file_sha256, json_sha256
-from mia_audit.inference import LogitsRequest, Preprocessor, cached_predict
+from mia_audit.inference import LogitsRequest, Notify, Preprocessor, cached_predict
+from mia_audit.models.classifier import OutOfMemory
+from mia_audit.models.device import release_cuda_memory
 from mia_audit.progress import Progress, SilentProgress
 from mia_audit.queries import IDENTITY, View
 from mia_audit.training import (
@@ -319,11 +321,20 @@ class Executor(Protocol):
 
 class LocalExecutor:
     """Trains on this machine: groups of `concurrency` models in lockstep (GPU), else one by
-    one. `trained` counts the models it trained."""
+    one. `trained` counts the models it trained.
 
-    def __init__(self, device: str, concurrency: int | None = None) -> None:
+    When CUDA runs out of memory, the group is trained again with half as many models at once
+    (and so are the groups after it), down to one model; `notify` hears of each retry. The
+    batch size stays the recipe's, and a model depends only on its job (rows and seed), not on
+    the models trained beside it, so the retry trains the same models.
+    """
+
+    def __init__(
+        self, device: str, concurrency: int | None = None, notify: Notify | None = None
+    ) -> None:
         self.device = device
         self.concurrency = concurrency or (GPU_CONCURRENCY if device == "cuda" else 1)
+        self.notify = notify
         self.trained = 0
 
     def train(
@@ -335,20 +346,51 @@ class LocalExecutor:
         on_trained: OnTrained,
         advance: Advance | None = None,
     ) -> None:
-        for start in range(0, len(tasks), self.concurrency):
+        start = 0
+        while start < len(tasks):
             group = tasks[start : start + self.concurrency]
-            states = train_models(
-                architecture.build,
-                data,
-                [task.job for task in group],
-                recipe,
-                self.device,
-                advance=advance,
-                group=len(group),
-            )
+            states = self._train_group(group, data, recipe, architecture, advance)
+            if states is None:
+                self._fewer_at_once(len(group), recipe)
+                continue
             for task, state in zip(group, states, strict=True):
                 self.trained += 1
                 on_trained(task, state)
+            start += len(group)
+
+    def _train_group(
+        self,
+        group: Sequence[TrainingTask],
+        data: TrainingData,
+        recipe: TrainingRecipe,
+        architecture: Architecture,
+        advance: Advance | None,
+    ) -> list[StateDict] | None:
+        """The group's trained state dicts, or None when the device ran out of memory."""
+        jobs = [task.job for task in group]
+        try:
+            return train_models(
+                architecture.build, data, jobs, recipe, self.device,
+                advance=advance, group=len(jobs),
+            )
+        except OutOfMemory:
+            return None
+
+    def _fewer_at_once(self, tried: int, recipe: TrainingRecipe) -> None:
+        """Halve the models trained at once after running out of memory with `tried`."""
+        if tried == 1:
+            raise AuditError(
+                f"out of memory on {self.device} training one reference model at batch size "
+                f"{recipe.batch_size}; lower reference_training.batch_size (or input_size), "
+                "or use runtime.device: cpu"
+            )
+        release_cuda_memory()  # the failed group's tensors are unreferenced by now
+        self.concurrency = tried // 2
+        if self.notify is not None:
+            self.notify(
+                f"out of memory training {tried} reference models at once; "
+                f"retrying {self.concurrency} at a time"
+            )
 
 
 # --- the provider -------------------------------------------------------------------------------
@@ -425,8 +467,10 @@ class ReferenceModels:
         self.setup = setup
         self.models = ModelCache(None if cache_dir is None else cache_dir / "models")
         self.logits = ArrayCache(cache_dir)
-        self.executor: Executor = executor or LocalExecutor(setup.device)
         self.progress: Progress = progress or SilentProgress()
+        self.executor: Executor = executor or LocalExecutor(
+            setup.device, notify=self.progress.note
+        )
         self.trained = 0
         self.loaded = 0
         self._groups: dict[tuple[Mode, int], _Group] = {}

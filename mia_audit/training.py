@@ -8,7 +8,8 @@ bf16 autocast and channels_last are used there. On the CPU the same loop runs mo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,7 +27,7 @@ Augmentation = Literal["flip", "crop"]
 class TrainingRecipe(BaseModel):
     """How reference (and shadow) models are trained: copy the target's recipe."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     architecture: str | None = Field(
         None,
@@ -99,16 +100,31 @@ def train_models(
     many models train in lockstep (default: all of them on a GPU when `concurrent`, else one);
     the benchmark sets it to compare lockstep with sequential training on any device.
     """
-    shared = _DeviceData(data, device)
     if group is None:
         group = len(jobs) if concurrent and device == "cuda" else 1
     group = max(1, group)
     states: list[dict[str, torch.Tensor]] = []
-    for start in range(0, len(jobs), group):
-        runs = [_Run(build, job, recipe, device, shared) for job in jobs[start : start + group]]
-        _train_lockstep(runs, recipe, advance)
-        states.extend(_cpu_state(run.model) for run in runs)
+    with _out_of_memory_as_error():
+        shared = _DeviceData(data, device)
+        for start in range(0, len(jobs), group):
+            runs = [_Run(build, job, recipe, device, shared) for job in jobs[start : start + group]]
+            _train_lockstep(runs, recipe, advance)
+            states.extend(_cpu_state(run.model) for run in runs)
     return states
+
+
+@contextlib.contextmanager
+def _out_of_memory_as_error() -> Iterator[None]:
+    """CUDA out-of-memory becomes OutOfMemory, which callers may retry (fewer models at once);
+    every other failure passes through unchanged."""
+    import torch
+
+    from mia_audit.models.classifier import OutOfMemory
+
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as error:
+        raise OutOfMemory(str(error)) from None
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -128,3 +128,28 @@ def test_balanced_seeded_subsample(tmp_path: Path) -> None:
     second = build_audit_set(members, non_members, None, options)
     assert first.n_members == first.n_non_members == 5
     np.testing.assert_array_equal(first.ids, second.ids)
+
+
+@pytest.mark.parametrize(
+    ("images", "labels", "expected"),
+    [
+        (np.zeros((2, 3, 0, 0), np.float32), [0, 1], "hold no pixels"),
+        (np.full((2, 3, 4, 4), 1e300), [0, 1], "too large for float32"),
+        (IMAGES[:2], np.array([0, 2**40]), "too large to be a class index"),
+        (IMAGES[:2], np.array([0, 2**64 - 1], np.uint64), "too large to be a class index"),
+        (IMAGES[:2], np.array([0.0, -3.0]), "label -3 is negative"),
+    ],
+)
+def test_unusable_arrays_refused(
+    tmp_path: Path, images: np.ndarray, labels: object, expected: str
+) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, x=images, y=labels)
+    with pytest.raises(InputError, match=expected):
+        load(path)
+
+
+def test_byte_string_ids_that_are_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, x=IMAGES[:2], y=LABELS[:2], ids=np.array([b"a", b"\xff"]))
+    assert load(path).ids.tolist() == ["a", "\\xff"]

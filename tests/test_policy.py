@@ -100,6 +100,10 @@ def test_onnx_target_needs_a_reference_architecture() -> None:
         ({"attacks": ["los"]}, "unknown attack 'los' (did you mean 'loss'?)"),
         ({"gate": {"max_auc": 1.5}}, "gate.max_auc.max"),
         ({"version": 2}, "version"),
+        ({"preprocessing": {"mean": [float("nan")], "std": [1.0]}}, "a finite number"),
+        ({"reference_training": {"lr": float("inf")}}, "reference_training.lr"),
+        ({"gate": {"max_epsilon_lower_bound": float("inf")}}, "a finite number"),
+        ({"gate": {"x\ny": 1}}, "gate.'x\\ny': unknown key"),
     ],
 )
 def test_invalid_policies_name_the_field(changes: dict[str, object], expected: str) -> None:

@@ -28,7 +28,7 @@ _QUERY_SHORTHANDS = {1: (False, 0), 2: (True, 0), 18: (True, DEFAULT_SHIFT)}
 class Queries(BaseModel):
     """Which views of each image the attack queries the model with."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     mirror: bool = Field(False, description="Also query the horizontally mirrored image.")
     shift: int = Field(0, ge=0, le=8, description="Also query shifts by ±shift pixels.")
@@ -53,7 +53,7 @@ QuerySpec = Annotated[Queries, BeforeValidator(_query_shorthand)]
 class AttackConfig(BaseModel):
     """Parameters every attack takes; each attack subclasses this with its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     id: str | None = Field(

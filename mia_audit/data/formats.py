@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import types
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,17 @@ def _load_npz(path: Path, allow_pickle: bool, source: str) -> ImageSet:
     except ValueError as error:
         if "allow_pickle" in str(error):
             raise _pickle_refused(source, "data.allow_pickle") from None
-        raise InputError(f"{source}: not a readable .npz file ({error})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise InputError(f"{source}: not a readable .npz file ({error})") from None
+        raise InputError(f"{source}: not a readable .npz file ({_first_line(error)})") from None
+    except _DAMAGED_ZIP as error:
+        raise InputError(f"{source}: not a readable .npz file ({_first_line(error)})") from None
     return _from_mapping(arrays, source)
+
+
+#: What a damaged zip archive raises while a member is read: a bad header or CRC, corrupt
+#: deflate data, a compression method or encryption flag flipped to one zipfile cannot read.
+_DAMAGED_ZIP = (
+    OSError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError
+)
 
 
 def _pickle_refused(source: str, key: str) -> InputError:

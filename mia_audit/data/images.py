@@ -89,10 +89,14 @@ def canonical_images(images: np.ndarray, source: str) -> np.ndarray:
         )
     kind = images.dtype.kind
     if kind == "f":
-        return _float_images(images, source)
-    if kind in "iu":
-        return _integer_images(images, source)
-    raise InputError(f"{source}: images have dtype {images.dtype}; expected uint8 or float")
+        canonical = _float_images(images, source)
+    elif kind in "iu":
+        canonical = _integer_images(images, source)
+    else:
+        raise InputError(f"{source}: images have dtype {images.dtype}; expected uint8 or float")
+    if 0 in canonical.shape[2:]:
+        raise InputError(f"{source}: images have shape {images.shape}: they hold no pixels")
+    return canonical
 
 
 def _float_images(images: np.ndarray, source: str) -> np.ndarray:
@@ -103,9 +107,13 @@ def _float_images(images: np.ndarray, source: str) -> np.ndarray:
             f"{source}: float images have shape {images.shape}; expected (N, C, H, W) "
             "with 1, 3 or 4 channels"
         )
-    if not np.isfinite(images).all():
-        raise InputError(f"{source}: images contain NaN or infinite values")
-    return np.ascontiguousarray(images, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        converted = np.ascontiguousarray(images, dtype=np.float32)
+    if not np.isfinite(converted).all():  # after the cast: 1e300 is finite, not as float32
+        raise InputError(
+            f"{source}: images contain NaN or infinite values (or values too large for float32)"
+        )
+    return converted
 
 
 def _integer_images(images: np.ndarray, source: str) -> np.ndarray:
@@ -128,6 +136,10 @@ def as_float01(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32, copy=False)
 
 
+#: Larger labels cannot be class indices of any model (and would not survive the int64 cast).
+MAX_LABEL = 2**31 - 1
+
+
 def canonical_labels(labels: np.ndarray, source: str) -> np.ndarray:
     labels = labels.reshape(-1) if labels.ndim == 2 and labels.shape[1] == 1 else labels
     if labels.ndim != 1:
@@ -137,16 +149,23 @@ def canonical_labels(labels: np.ndarray, source: str) -> np.ndarray:
             raise InputError(f"{source}: labels must be whole class indices")
     elif labels.dtype.kind not in "iub":
         raise InputError(f"{source}: labels have dtype {labels.dtype}; expected integers")
-    result = labels.astype(np.int64)
-    if result.size and result.min() < 0:
-        raise InputError(f"{source}: label {result.min()} is negative; labels are 0..C-1")
-    return result
+    if labels.size and labels.min() < 0:  # checked before the cast, which could wrap
+        raise InputError(f"{source}: label {int(labels.min())} is negative; labels are 0..C-1")
+    if labels.size and labels.max() > MAX_LABEL:
+        raise InputError(
+            f"{source}: label {int(labels.max())} is too large to be a class index; "
+            "labels are 0..C-1"
+        )
+    return labels.astype(np.int64)
 
 
 def _ids(ids: np.ndarray | None, n: int, source: str) -> np.ndarray:
     if ids is None:
         return np.arange(n).astype(str)
-    array = np.asarray(ids).reshape(-1).astype(str)
+    array = np.asarray(ids).reshape(-1)
+    if array.dtype.kind == "S":  # bytes: any encoding; keep what is not UTF-8 visible
+        array = np.char.decode(array, "utf-8", "backslashreplace")
+    array = array.astype(str)
     if len(array) != n:
         raise InputError(f"{source}: {len(array)} ids for {n} images")
     return array

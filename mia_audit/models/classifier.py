@@ -12,15 +12,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from mia_audit.errors import InputError, ModelError
+from mia_audit.errors import AuditError, InputError, ModelError
 
 if TYPE_CHECKING:
     import onnxruntime
     from torch import nn
 
 
-class OutOfMemory(Exception):
-    """The device ran out of memory for this batch; the caller may retry with a smaller one."""
+class OutOfMemory(AuditError):
+    """The device ran out of memory for this batch; the caller may retry with a smaller one.
+
+    An AuditError (exit 3) where no caller retries, e.g. the probe batch that checks the model.
+    """
 
 
 class Classifier(Protocol):

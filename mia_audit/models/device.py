@@ -22,3 +22,16 @@ def resolve_device(requested: str) -> str:
             "use device: auto or cpu"
         )
     return "cuda" if available else "cpu"
+
+
+def release_cuda_memory() -> None:
+    """Free what the failed attempt held and hand cached CUDA blocks back, after an
+    out-of-memory error and before a smaller retry. The collection matters: the error's
+    traceback and the frames it names form a cycle that keeps that attempt's tensors alive."""
+    import gc
+
+    import torch
+
+    if torch.cuda.is_available():
+        gc.collect()
+        torch.cuda.empty_cache()
