@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from mia_audit.attacks.base import AttackContext, AttackOutput
-from mia_audit.attacks.reference_base import Mode, ReferenceAttack, ReferenceAttackConfig
+from mia_audit.attacks.reference_base import Mode, ModeReferenceAttackConfig, ReferenceAttack
 from mia_audit.attacks.registry import register
 from mia_audit.scoring.lira import Variance, lira_offline, lira_online
 from mia_audit.signals import scaled_logit
@@ -26,11 +26,8 @@ from mia_audit.signals import scaled_logit
 PER_EXAMPLE_VARIANCE_FROM = 64
 
 
-class LiraConfig(ReferenceAttackConfig):
+class LiraConfig(ModeReferenceAttackConfig):
     name: Literal["lira"]
-    reference_models: int = Field(
-        4, ge=1, le=4096, description="Reference models to train (online: an even number)."
-    )
     mode: Mode = Field(
         "online",
         description=(
@@ -43,14 +40,6 @@ class LiraConfig(ReferenceAttackConfig):
         description="Gaussian variance: one per query and side (global), per sample, or auto "
         f"(global under {PER_EXAMPLE_VARIANCE_FROM} models).",
     )
-
-    @property
-    def reference_mode(self) -> Mode:
-        return self.mode
-
-    @property
-    def reference_count(self) -> int:
-        return self.reference_models
 
 
 def resolve_variance(variance: str, n_models: int) -> Variance:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from mia_audit.attacks.base import Attack, AttackContext
 from mia_audit.attacks.registry import AttackConfig
@@ -66,6 +66,23 @@ class ReferenceAttackConfig(AttackConfig):
                 "mode: offline"
             )
         return self
+
+
+class ModeReferenceAttackConfig(ReferenceAttackConfig):
+    """A reference attack whose policy entry says how many models and in which mode."""
+
+    reference_models: int = Field(
+        4, ge=1, le=4096, description="Reference models to train (online: an even number)."
+    )
+    mode: Mode = "offline"
+
+    @property
+    def reference_mode(self) -> Mode:
+        return self.mode
+
+    @property
+    def reference_count(self) -> int:
+        return self.reference_models
 
 
 @dataclass(frozen=True)

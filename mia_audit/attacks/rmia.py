@@ -18,8 +18,8 @@ from pydantic import Field, PlainValidator, WithJsonSchema
 from mia_audit.attacks.base import AttackContext, AttackOutput
 from mia_audit.attacks.reference_base import (
     Mode,
+    ModeReferenceAttackConfig,
     ReferenceAttack,
-    ReferenceAttackConfig,
     ReferenceSet,
 )
 from mia_audit.attacks.registry import register
@@ -50,9 +50,8 @@ OfflineA = Annotated[
 ]
 
 
-class RmiaConfig(ReferenceAttackConfig):
+class RmiaConfig(ModeReferenceAttackConfig):
     name: Literal["rmia"]
-    reference_models: int = Field(4, ge=1, le=4096, description="Reference models to train.")
     mode: Mode = Field(
         "offline",
         description="offline: models trained on population only; online: on halves of the "
@@ -68,14 +67,6 @@ class RmiaConfig(ReferenceAttackConfig):
     aggregation: Aggregation = Field(
         "majority", description="How queries combine: majority vote per pair, or mean."
     )
-
-    @property
-    def reference_mode(self) -> Mode:
-        return self.mode
-
-    @property
-    def reference_count(self) -> int:
-        return self.reference_models
 
     @property
     def needs_population_logits(self) -> bool:
