@@ -44,7 +44,13 @@ from mia_audit.gate import (
     utc_today,
 )
 from mia_audit.hashing import path_sha256
-from mia_audit.inference import LogitsRequest, Preprocessor, cached_predict, choose_precision
+from mia_audit.inference import (
+    LogitsRequest,
+    Notify,
+    Preprocessor,
+    cached_predict,
+    choose_precision,
+)
 from mia_audit.models.device import resolve_device
 from mia_audit.models.loading import LoadedModel, load_target
 from mia_audit.policy import GateSpec, LoadedPolicy, Policy
@@ -58,6 +64,7 @@ from mia_audit.reference import (
     check_population,
     population_requirement,
 )
+from mia_audit.reference_fit import assess_reference_fit
 from mia_audit.result import (
     Accuracy,
     AttackResult,
@@ -115,6 +122,7 @@ def run_audit(
     progress = progress or SilentProgress()
     policy = loaded.policy
     timer = Timer()
+    trust = TrustNotes(progress)
     attacks = [create_attack(config) for config in policy.attacks]
     baseline = gate_baseline(policy.gate)
     with timer.phase("load"):
@@ -134,14 +142,34 @@ def run_audit(
     preprocess = preprocessor(policy)
     with timer.phase("inference"), _naming_model(policy):
         num_classes, precision = _check_model(model, data, policy, preprocess)
-        target = _target_logits(policy, model, data.audit_set, preprocess, attacks, progress)
+        target = _target_logits(
+            policy, model, data.audit_set, preprocess, attacks, progress, trust.note
+        )
     extras: dict[str, object] = {}
-    requests = [attack.request() for attack in attacks if isinstance(attack, ReferenceAttack)]
-    if requests:
+    reference_attacks = [attack for attack in attacks if isinstance(attack, ReferenceAttack)]
+    references_fit = None
+    if reference_attacks:
         with timer.phase("reference models"):
-            extras[REFERENCES] = prepare_references(
-                loaded, data, model, num_classes, preprocess, requests, device, progress
+            references = prepare_references(
+                loaded,
+                data,
+                model,
+                num_classes,
+                preprocess,
+                [attack.request() for attack in reference_attacks],
+                device,
+                progress,
+                trust.note,
             )
+        extras[REFERENCES] = references
+        references_fit = assess_reference_fit(
+            references.set_fits,
+            [(a.config.label, a.request().mode, a.request().count) for a in reference_attacks],
+            target_accuracy(target, data.audit_set),
+            references.setup.recipe,
+            policy.preconditions.reference_fit,
+            trust.note,
+        )
     context = AttackContext(
         target=target,
         labels=data.audit_set.labels,
@@ -172,8 +200,22 @@ def run_audit(
             model.classifier.device, model.classifier.engine, precision
         ),
         timings=timer.seconds,
-        notes=list(data.audit_set.notes),
+        notes=[*data.audit_set.notes, *trust.notes],
+        references=references_fit,
     )
+
+
+class TrustNotes:
+    """Notes on what the audit refused to trust (cache entries, reference models) or found
+    wanting in its own setup: shown as they happen and kept for result.json."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.notes: list[str] = []
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+        self.progress.note(message)
 
 
 def preprocessor(policy: Policy) -> Preprocessor:
@@ -291,9 +333,10 @@ def _target_logits(
     preprocess: Preprocessor,
     attacks: Sequence[Attack],
     progress: Progress,
+    notify: Notify,
 ) -> ViewLogits:
     views = views_needed(attacks)
-    cache = ArrayCache(policy.runtime.cache_dir)
+    cache = ArrayCache(policy.runtime.cache_dir, notify=notify)
     request = LogitsRequest(
         model_sha256=model.sha256,
         data_sha256=_audit_images_sha256(audit_set),
@@ -310,6 +353,7 @@ def _target_logits(
             policy.runtime.batch_size,
             advance=advance,
             notify=progress.note,
+            what="the target's logits on the audit set",
         )
     return ViewLogits(views=views, logits=logits)
 
@@ -339,6 +383,7 @@ def prepare_references(
     requests: Sequence[ReferenceRequest],
     device: str,
     progress: Progress,
+    notify: Notify | None = None,
 ) -> ReferenceModels:
     """Train (or load) every reference model the attacks asked for, once, with their logits."""
     policy = loaded.policy
@@ -359,7 +404,7 @@ def prepare_references(
         seed=policy.runtime.seed,
         target=TargetModel(model.classifier, model.sha256, _engine_key(model)),
     )
-    references = ReferenceModels(setup, policy.runtime.cache_dir, progress=progress)
+    references = ReferenceModels(setup, policy.runtime.cache_dir, progress=progress, notify=notify)
     references.prepare(requests)
     progress.note(
         f"reference models: {references.trained} trained, "
@@ -508,8 +553,6 @@ def _target_info(
     num_classes: int,
     precision: str,
 ) -> TargetInfo:
-    logits = target.identity
-    members = audit_set.is_member
     return TargetInfo(
         path=str(policy.model.path),
         format=model.format,
@@ -519,10 +562,16 @@ def _target_info(
         num_classes=num_classes,
         engine=model.classifier.engine,
         precision=precision,
-        accuracy=Accuracy(
-            members=evaluation.accuracy(logits[members], audit_set.labels[members]),
-            non_members=evaluation.accuracy(logits[~members], audit_set.labels[~members]),
-        ),
+        accuracy=target_accuracy(target, audit_set),
+    )
+
+
+def target_accuracy(target: ViewLogits, audit_set: AuditSet) -> Accuracy:
+    """The target's top-1 accuracy on members and on non-members (identity view)."""
+    logits, members, labels = target.identity, audit_set.is_member, audit_set.labels
+    return Accuracy(
+        members=evaluation.accuracy(logits[members], labels[members]),
+        non_members=evaluation.accuracy(logits[~members], labels[~members]),
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from mia_audit import spot_check
 from mia_audit.cache import ArrayCache
 from mia_audit.data.images import as_float01
 from mia_audit.errors import AuditError, InputError, ModelError
@@ -194,15 +195,33 @@ def cached_predict(
     *,
     advance: Advance | None = None,
     notify: Notify | None = None,
+    what: str = "logits",
+    check_rows: int = spot_check.TARGET_ROWS,
 ) -> np.ndarray:
-    """Like `predict`, computing only the views not already in the cache."""
+    """Like `predict`, computing only the views not already in the cache.
+
+    Cached views are verified first (`mia_audit.spot_check`): implausible arrays are refused,
+    and `check_rows` random rows of every cached view are recomputed with the model; a view that
+    disagrees is refused (the cache notes why) and recomputed whole. `what` names the logits in
+    those notes. The values returned for an honest cache are the cached ones, unchanged.
+    """
     keys = {view: cache.key("logits", request.key_parts(view)) for view in views}
-    found = {view: cache.get("logits", keys[view]) for view in views}
+    labels = {view: f"{what} (view {spot_check.view_label(view)})" for view in views}
+    found = {view: cache.get("logits", keys[view], labels[view]) for view in views}
+    checked = _unusable(classifier, request, images, found, batch_size, check_rows, notify)
+    for view, reason in checked:
+        cache.refuse("logits", keys[view], labels[view], reason)
+        found[view] = None
     missing = [view for view in views if found[view] is None]
     if missing:
         computed = predict(
-            classifier, images, missing, request.preprocess, batch_size,
-            advance=advance, notify=notify,
+            classifier,
+            images,
+            missing,
+            request.preprocess,
+            batch_size,
+            advance=advance,
+            notify=notify,
         )
         for view, logits in zip(missing, computed, strict=True):
             cache.put("logits", keys[view], logits)
@@ -210,6 +229,43 @@ def cached_predict(
     elif advance is not None:
         advance(len(images))
     return np.stack([found[view] for view in views])  # type: ignore[misc]
+
+
+def _unusable(
+    classifier: Classifier,
+    request: LogitsRequest,
+    images: np.ndarray,
+    found: dict[View, np.ndarray | None],
+    batch_size: int,
+    check_rows: int,
+    notify: Notify | None,
+) -> list[tuple[View, str]]:
+    """Cached views that are not the model's outputs, with the reason for each."""
+    problems: list[tuple[View, str]] = []
+    cached: dict[View, np.ndarray] = {}
+    width: int | None = None
+    for view, logits in found.items():
+        if logits is None:
+            continue
+        reason = spot_check.implausible(logits, len(images), width)
+        if reason is None:
+            cached[view] = logits
+            width = logits.shape[1]
+        else:
+            problems.append((view, reason))
+    if not cached or check_rows <= 0:
+        return problems
+    rows = spot_check.secret_rows(len(images), check_rows)
+    views = list(cached)
+    recomputed = predict(
+        classifier, images[rows], views, request.preprocess, batch_size, notify=notify
+    )
+    tolerance = spot_check.relative_tolerance(request.engine)
+    for view, fresh in zip(views, recomputed, strict=True):
+        reason = spot_check.disagreement(cached[view][rows], fresh, tolerance)
+        if reason is not None:
+            problems.append((view, reason))
+    return problems
 
 
 def choose_precision(

@@ -385,6 +385,21 @@ class RuntimeSpec(StrictModel):
     )
 
 
+class Preconditions(StrictModel):
+    """What the audit requires of its own setup before its verdict can be trusted, and what a
+    failed requirement does: `warn` (a note in result.json and on the terminal) or `error`
+    (exit 2)."""
+
+    reference_fit: Literal["warn", "error"] = Field(
+        "warn",
+        description=(
+            "Reference models whose mean accuracy on their own training samples is more than "
+            "0.1 below the target's accuracy on its members do not reproduce the target's fit "
+            "(reference attacks then understate the risk): warn, or exit 2 with `error`."
+        ),
+    )
+
+
 class ReferenceTraining(TrainingRecipe, StrictModel):
     """How reference and shadow models are trained: copy the target's recipe as closely as
     you know it (mismatched augmentation is the largest known loss of attack power).
@@ -436,6 +451,10 @@ class Policy(StrictModel):
     reference_training: ReferenceTraining = Field(
         default_factory=ReferenceTraining,
         description="The recipe for reference and shadow models (lira, rmia, shadow).",
+    )
+    preconditions: Preconditions = Field(
+        default_factory=Preconditions,
+        description="Checks of the audit's own setup, and whether a failure warns or exits 2.",
     )
 
     @model_validator(mode="after")

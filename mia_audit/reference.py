@@ -26,7 +26,6 @@ receiving plain picklable tasks, and reports models back into the same cache.
 
 from __future__ import annotations
 
-import contextlib
 import io
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,17 +34,34 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from mia_audit._atomic import atomic_write_bytes
+from mia_audit import spot_check
 from mia_audit.attacks.reference_base import Mode, ReferenceRequest, ReferenceSet
-from mia_audit.cache import ArrayCache
+from mia_audit.cache import (
+    ArrayCache,
+    DamagedEntry,
+    discard_entry,
+    read_entry,
+    refusal_note,
+    write_entry,
+)
 from mia_audit.data.images import ImageSet, as_float01
-from mia_audit.errors import AuditError, InputError
+from mia_audit.errors import AuditError, InputError, ModelError
 from mia_audit.hashing import arrays_sha256, file_sha256, json_sha256
-from mia_audit.inference import LogitsRequest, Notify, Preprocessor, cached_predict
+from mia_audit.inference import LogitsRequest, Notify, Preprocessor, cached_predict, predict
 from mia_audit.models.classifier import OutOfMemory
 from mia_audit.models.device import release_cuda_memory
 from mia_audit.progress import Progress, SilentProgress
 from mia_audit.queries import IDENTITY, View
+from mia_audit.reference_fit import (
+    SIDE_ROWS,
+    ModelFit,
+    model_fit,
+    plan_rows,
+    sample,
+    secret_generator,
+    seeded_generator,
+    unverifiable_note,
+)
 from mia_audit.training import (
     TRAINER_VERSION,
     TrainingData,
@@ -66,8 +82,11 @@ Advance = Callable[[int], None]
 #: Models trained at once on a GPU by the local executor (a ResNet18 on 32x32 images leaves an
 #: H100 mostly idle one at a time).
 GPU_CONCURRENCY = 8
-#: Bump when a change to this module changes which model a key names.
-MODEL_CACHE_VERSION = 1
+#: Bump when a change to this module changes which model a key names, or how it is stored
+#: (2: integrity records).
+MODEL_CACHE_VERSION = 2
+#: Cache refusals reported one by one (a tampered cache can hold hundreds of reference entries).
+MAX_REFUSAL_NOTES = 5
 #: Seed-stream tags, so that data subsets, keep matrices and training seeds never collide.
 _OFFLINE, _ONLINE, _POOL, _TRAIN = 1, 2, 3, 4
 _MODES = {"offline": _OFFLINE, "online": _ONLINE}
@@ -195,15 +214,19 @@ def check_population(policy: Policy, n_members: int, population: ImageSet | None
 
 
 class ModelCache:
-    """Trained weights, content-addressed, one state-dict file per model.
+    """Trained weights, content-addressed, one state-dict file per model with its integrity
+    record (`mia_audit.cache`).
 
-    Files are written atomically and read with ``torch.load(weights_only=True)``; an unreadable
-    file counts as missing (and is replaced when the model is trained again). Without a root the
+    Files are written atomically and read with ``torch.load(weights_only=True)`` after their
+    record is verified; a damaged, unreadable or unrecorded file is refused (removed, with a
+    note to `notify`) and counts as missing, so the model is trained again. Without a root the
     cache lives in memory for the run.
     """
 
-    def __init__(self, root: Path | None) -> None:
+    def __init__(self, root: Path | None, notify: Notify | None = None) -> None:
         self.root = root
+        self.notify = notify
+        self.refused: list[str] = []
         self._memory: dict[str, StateDict] = {}
 
     def path(self, key: str) -> Path:
@@ -214,20 +237,28 @@ class ModelCache:
         return key in self._memory if self.root is None else self.path(key).is_file()
 
     def load(self, key: str) -> StateDict | None:
+        """The verified state dict, or None (absent, or refused with a note)."""
         if self.root is None:
             return self._memory.get(key)
-        import torch
-
-        path = self.path(key)
         try:
-            state: StateDict = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
+            entry = read_entry(self.path(key), key)
+            return None if entry is None else _state_dict(entry[0])
+        except DamagedEntry as damaged:
+            self.refuse(key, damaged.reason)
             return None
-        except Exception:  # a torn or foreign file: treat as missing, as ArrayCache does
-            with contextlib.suppress(OSError):
-                path.unlink()
-            return None
-        return state
+
+    def refuse(self, key: str, reason: str) -> None:
+        """Drop a model found wanting (by its record or by its behaviour), with a note."""
+        path = None
+        if self.root is None:
+            self._memory.pop(key, None)
+        else:
+            path = self.path(key)
+            discard_entry(path)
+        note = refusal_note(f"reference model {key[:12]}", reason, path, "retrained")
+        self.refused.append(note)
+        if self.notify is not None:
+            self.notify(note)
 
     def save(self, key: str, state: StateDict) -> None:
         if self.root is None:
@@ -237,7 +268,22 @@ class ModelCache:
 
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        atomic_write_bytes(self.path(key), buffer.getvalue())
+        write_entry(self.path(key), key, buffer.getvalue(), tensors=len(state))
+
+
+def _state_dict(payload: bytes) -> StateDict:
+    """A verified payload as a state dict (weights only: never unpickles code)."""
+    import torch
+
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception:  # any parse failure of a file that is not a state dict
+        raise DamagedEntry("is not a readable state dict") from None
+    if not isinstance(state, dict) or not all(
+        isinstance(name, str) and isinstance(value, torch.Tensor) for name, value in state.items()
+    ):
+        raise DamagedEntry("is not a state dict (names to tensors)")
+    return state
 
 
 # --- executors ----------------------------------------------------------------------------------
@@ -370,8 +416,13 @@ class LocalExecutor:
         jobs = [task.job for task in group]
         try:
             return train_models(
-                architecture.build, data, jobs, recipe, self.device,
-                advance=advance, group=len(jobs),
+                architecture.build,
+                data,
+                jobs,
+                recipe,
+                self.device,
+                advance=advance,
+                group=len(jobs),
             )
         except OutOfMemory:
             return None
@@ -451,10 +502,17 @@ class _Group:
 class ReferenceModels:
     """Prepares reference models once per run and hands them to attacks (a ReferenceProvider).
 
-    ``prepare`` takes every attack's request, trains what the cache lacks (all at once, so a GPU
-    executor can train models of several attacks together), computes missing logits, and keeps
-    the results; ``get`` then answers each attack. `trained` and `loaded` count the models
-    trained and read from the cache in this run.
+    ``prepare`` takes every attack's request and vouches for every model before its logits are
+    used: a cached model must pass its integrity record and fit its own plan (its training
+    samples better than held-out ones, on a secret sample; `mia_audit.reference_fit`), and its
+    cached logits pass a spot check (`mia_audit.spot_check`); what fails is refused, noted and
+    retrained or recomputed. What the cache lacks is trained (all at once, so a GPU executor can
+    train models of several attacks together). Every model's accuracy on its own training
+    samples and on held-out ones is kept in `fits`. ``get`` then answers each attack.
+    `trained` and `loaded` count the models trained and read from the cache in this run.
+
+    `notify` hears what the cache refused and what the checks found (the audit puts those
+    notes in result.json); `progress` hears the rest (out-of-memory retries).
     """
 
     def __init__(
@@ -463,26 +521,35 @@ class ReferenceModels:
         cache_dir: Path | None,
         executor: Executor | None = None,
         progress: Progress | None = None,
+        notify: Notify | None = None,
     ) -> None:
         self.setup = setup
-        self.models = ModelCache(None if cache_dir is None else cache_dir / "models")
-        self.logits = ArrayCache(cache_dir)
         self.progress: Progress = progress or SilentProgress()
-        self.executor: Executor = executor or LocalExecutor(
-            setup.device, notify=self.progress.note
-        )
+        self.notify: Notify = notify or self.progress.note
+        self._refusals: list[str] = []
+        models_dir = None if cache_dir is None else cache_dir / "models"
+        self.models = ModelCache(models_dir, notify=self._refusals.append)
+        self.logits = ArrayCache(cache_dir, notify=self._refusals.append)
+        self.executor: Executor = executor or LocalExecutor(setup.device, notify=self.progress.note)
         self.trained = 0
         self.loaded = 0
+        #: Each model's fit to its own plan (seeded sample), by key.
+        self.fits: dict[str, ModelFit] = {}
         self._groups: dict[tuple[Mode, int], _Group] = {}
         self._pools: dict[Mode, _Pool] = {}
         self._values: dict[tuple[str, str, View], np.ndarray] = {}
         self._target_population: dict[View, np.ndarray] = {}
         self._data_hashes: dict[str, str] = {}
+        self._plan_checked: set[str] = set()
 
     @property
     def model_keys(self) -> set[str]:
         """Every model of every prepared set."""
         return {key for group in self._groups.values() for key in group.keys}
+
+    def set_fits(self, mode: Mode, count: int) -> tuple[tuple[str, ModelFit], ...]:
+        """(key, fit) of every model of a prepared set, in the set's order."""
+        return tuple((key, self.fits[key]) for key in self._groups[(mode, count)].keys)
 
     # public API
 
@@ -492,10 +559,14 @@ class ReferenceModels:
             group.views.update((IDENTITY, *request.views))
             group.population = group.population or request.population
         wanted = self._wanted()
-        missing = {key: items for key, items in wanted.items() if not self._from_cache(key, items)}
-        self._train({key: self._task_of(key) for key in missing if key not in self.models})
-        self._predict(missing)
-        self._predict_target_population()
+        pending = {key: items for key, items in wanted.items() if not self._ready(key, items)}
+        try:
+            retrain = self._use_cached(pending)
+            self._train({key: self._task_of(key) for key in retrain})
+            self._use_trained({key: pending[key] for key in retrain})
+            self._predict_target_population()
+        finally:
+            self._publish_refusals()
 
     def get(self, request: ReferenceRequest) -> ReferenceSet:
         group = self._groups.get((request.mode, request.count))
@@ -522,9 +593,7 @@ class ReferenceModels:
         if (mode, count) not in self._groups:
             setup = self.setup
             n_audit = len(setup.audit_labels)
-            plan = make_plan(
-                mode, count, n_audit, setup.n_population, setup.train_size, setup.seed
-            )
+            plan = make_plan(mode, count, n_audit, setup.n_population, setup.train_size, setup.seed)
             pool = self._pool(mode, plan)
             keys = tuple(self._model_key(pool, job) for job in plan.jobs)
             self._groups[(mode, count)] = _Group(plan, keys)
@@ -587,6 +656,10 @@ class ReferenceModels:
                 items.update((part, view) for part in parts for view in group.views)
         return wanted
 
+    def _ready(self, key: str, items: set[tuple[str, View]]) -> bool:
+        """Whether this run already vouched for the model and holds every wanted logit."""
+        return key in self.fits and all((key, part, view) in self._values for part, view in items)
+
     def _request(self, key: str, part: str) -> LogitsRequest:
         return LogitsRequest(
             model_sha256=key,
@@ -606,19 +679,76 @@ class ReferenceModels:
         assert self.setup.population is not None
         return self.setup.population.images
 
-    def _from_cache(self, key: str, items: set[tuple[str, View]]) -> bool:
-        """Fill what the logits cache holds for this model; True when it holds everything."""
-        complete = True
+    def _inference_total(self, pending: dict[str, set[tuple[str, View]]]) -> int:
+        parts = [{part for part, _ in items} for items in pending.values()]
+        return sum(len(self._images(part)) for model_parts in parts for part in model_parts)
+
+    # cached models: vouched for, or refused and retrained
+
+    def _use_cached(self, pending: dict[str, set[tuple[str, View]]]) -> list[str]:
+        """Use every cached model that passes its checks; return the keys to train."""
+        cached = {key: items for key, items in pending.items() if key in self.models}
+        retrain = [key for key in pending if key not in cached]
+        if not cached:
+            return retrain
+        description = f"checking {len(cached)} cached reference models"
+        with self.progress.stage(description, self._inference_total(cached)) as advance:
+            for key, items in cached.items():
+                if not self._use_cached_model(key, items, advance):
+                    self._forget(key, items)
+                    retrain.append(key)
+        return retrain
+
+    def _use_cached_model(self, key: str, items: set[tuple[str, View]], advance: Advance) -> bool:
+        """Logits and fit of a cached model that is intact and fits its plan; False (noted)
+        when it is not."""
+        classifier = self._cached_classifier(key)
+        if classifier is None:
+            return False
+        try:
+            self._predict_model(key, items, classifier, advance)
+            fit = self._fit(key, classifier, seeded_generator(key))
+            check = fit
+            if fit.sampled and key not in self._plan_checked:
+                check = self._fit(key, classifier, secret_generator())
+        except ModelError:
+            self.models.refuse(key, "produces NaN or unusable logits")
+            return False
+        if key not in self._plan_checked and not check.fits_plan:
+            self.models.refuse(
+                key,
+                "does not fit its own training samples better than held-out ones "
+                f"(one-sided Mann-Whitney p = {check.p_value:.2g} on {check.n_train} + "
+                f"{check.n_held_out} samples): not the model its plan describes "
+                "(a swapped or stale file, or a recipe that does not fit)",
+            )
+            return False
+        self._plan_checked.add(key)
+        self.fits[key] = fit
+        self.loaded += 1
+        return True
+
+    def _cached_classifier(self, key: str) -> Classifier | None:
+        """The cached model if its file is intact and fits the architecture; else None."""
+        state = self.models.load(key)
+        if state is None:
+            return None
+        module = self.setup.architecture.build()
+        try:
+            module.load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError):
+            self.models.refuse(key, "does not fit the reference architecture")
+            return None
+        return self._as_classifier(module)
+
+    def _forget(self, key: str, items: set[tuple[str, View]]) -> None:
+        """A refused model's logits go with it, from this run and from the cache."""
         for part, view in items:
-            if (key, part, view) in self._values:
-                continue
-            cache_key = self.logits.key("logits", self._request(key, part).key_parts(view))
-            value = self.logits.get("logits", cache_key)
-            if value is None:
-                complete = False
-            else:
-                self._values[(key, part, view)] = value
-        return complete
+            self._values.pop((key, part, view), None)
+            parts = self._request(key, part).key_parts(view)
+            self.logits.discard("logits", self.logits.key("logits", parts))
+
+    # trained models
 
     def _train(self, tasks: dict[str, tuple[Mode, TrainingTask]]) -> None:
         if not tasks:
@@ -632,44 +762,137 @@ class ReferenceModels:
             description = f"training {len(mode_tasks)} {mode} reference models"
             with self.progress.stage(description, images) as advance:
                 self.executor.train(
-                    mode_tasks, data, self.setup.recipe, self.setup.architecture,
-                    self._store, advance,
+                    mode_tasks,
+                    data,
+                    self.setup.recipe,
+                    self.setup.architecture,
+                    self._store,
+                    advance,
                 )
 
     def _store(self, task: TrainingTask, state: StateDict) -> None:
         self.models.save(task.key, state)
         self.trained += 1
 
-    def _predict(self, missing: dict[str, set[tuple[str, View]]]) -> None:
-        if not missing:
+    def _use_trained(self, pending: dict[str, set[tuple[str, View]]]) -> None:
+        """Logits and fit of the models this run trained; say when they do not fit their plan."""
+        if not pending:
             return
-        total = sum(len(self._images(part)) for items in missing.values() for part, _ in items)
-        with self.progress.stage(f"reference inference ({len(missing)} models)", total) as advance:
-            for key, items in missing.items():
-                classifier = self._classifier(key)
-                for part in sorted({part for part, _ in items}):
-                    views = sorted(view for p, view in items if p == part)
-                    logits = cached_predict(
-                        self.logits, self._request(key, part), classifier, self._images(part),
-                        views, self.setup.batch_size, advance=advance,
-                        notify=self.progress.note,
-                    )
-                    for view, value in zip(views, logits, strict=True):
-                        self._values[(key, part, view)] = value
+        description = f"reference inference ({len(pending)} models)"
+        with self.progress.stage(description, self._inference_total(pending)) as advance:
+            for key, items in pending.items():
+                classifier = self._trained_classifier(key)
+                self._predict_model(key, items, classifier, advance)
+                self.fits[key] = self._fit(key, classifier, seeded_generator(key))
+                self._plan_checked.add(key)  # trained from its plan in this run
+        unfit = sum(not self.fits[key].fits_plan for key in pending)
+        if unfit:
+            self.notify(unverifiable_note(unfit, len(pending)))
 
-    def _classifier(self, key: str) -> Classifier:
-        from mia_audit.models.classifier import TorchClassifier
-
+    def _trained_classifier(self, key: str) -> Classifier:
         state = self.models.load(key)
         if state is None:  # the file vanished or was torn since training: train it again
             self._train({key: self._task_of(key)})
             state = self.models.load(key)
-            assert state is not None
-        else:
-            self.loaded += 1
+            if state is None:
+                raise AuditError(
+                    "runtime.cache_dir: a reference model just trained cannot be read back "
+                    f"from {self.models.path(key)}; check that the cache folder is writable "
+                    "and that no other process deletes its files"
+                )
         module = self.setup.architecture.build()
         module.load_state_dict(state)
+        return self._as_classifier(module)
+
+    def _as_classifier(self, module: nn.Module) -> Classifier:
+        from mia_audit.models.classifier import TorchClassifier
+
         return TorchClassifier(module, self.setup.device)
+
+    # what every model goes through before its logits are used
+
+    def _predict_model(
+        self, key: str, items: set[tuple[str, View]], classifier: Classifier, advance: Advance
+    ) -> None:
+        """The model's logits on every wanted part and view (cached ones spot-checked)."""
+        for part in sorted({part for part, _ in items}):
+            views = sorted(view for p, view in items if p == part)
+            logits = cached_predict(
+                self.logits,
+                self._request(key, part),
+                classifier,
+                self._images(part),
+                views,
+                self.setup.batch_size,
+                advance=advance,
+                notify=self.progress.note,
+                what=f"reference model {key[:12]}'s logits on the {part}",
+                check_rows=spot_check.REFERENCE_ROWS,
+            )
+            for view, value in zip(views, logits, strict=True):
+                self._values[(key, part, view)] = value
+
+    def _fit(self, key: str, classifier: Classifier, rng: np.random.Generator) -> ModelFit:
+        """The model on its IN and OUT samples: every one whose logits are at hand, topped up
+        to SIDE_ROWS per side with samples drawn by `rng` and run through the model."""
+        plan, j = self._slot(key)
+        in_rows, out_rows = plan_rows(plan.in_audit[j], plan.in_population[j])
+        at_hand = self._identity_logits(key)
+        sides = []
+        sampled = False
+        for rows in (in_rows, out_rows):
+            known = rows[rows < len(at_hand)]
+            logits, labels = [at_hand[known]], [self._labels(known)]
+            extra = sample(rows[rows >= len(at_hand)], SIDE_ROWS - len(known), rng)
+            if len(extra):
+                sampled = True
+                images, extra_labels = self._rows(extra)
+                logits.append(self._run(classifier, images))
+                labels.append(extra_labels)
+            sides.append((np.concatenate(logits), np.concatenate(labels)))
+        (logits_in, labels_in), (logits_out, labels_out) = sides
+        return model_fit(logits_in, labels_in, logits_out, labels_out, sampled=sampled)
+
+    def _identity_logits(self, key: str) -> np.ndarray:
+        """The model's identity-view logits at hand: the audit set, then the population when
+        its logits were computed (rows as in `plan_rows`)."""
+        parts = [self._values[(key, "audit", IDENTITY)]]
+        if (key, "population", IDENTITY) in self._values:
+            parts.append(self._values[(key, "population", IDENTITY)])
+        return np.concatenate(parts)
+
+    def _run(self, classifier: Classifier, images: np.ndarray) -> np.ndarray:
+        preprocess, batch_size = self.setup.preprocess, self.setup.batch_size
+        return np.asarray(predict(classifier, images, [IDENTITY], preprocess, batch_size)[0])
+
+    def _slot(self, key: str) -> tuple[ReferencePlan, int]:
+        """The plan a model was trained from, and its index in it."""
+        for group in self._groups.values():
+            if key in group.keys:
+                return group.plan, group.keys.index(key)
+        raise KeyError(key)
+
+    def _labels(self, rows: np.ndarray) -> np.ndarray:
+        """Labels of rows of the audit set followed by the population."""
+        setup = self.setup
+        n_audit = len(setup.audit_labels)
+        if not len(rows) or rows.max() < n_audit:
+            return np.asarray(setup.audit_labels[rows])
+        assert setup.population is not None
+        return np.asarray(np.concatenate([setup.audit_labels, setup.population.labels])[rows])
+
+    def _rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels of sorted rows of the audit set followed by the population."""
+        setup = self.setup
+        n_audit = len(setup.audit_labels)
+        audit_rows, population_rows = rows[rows < n_audit], rows[rows >= n_audit] - n_audit
+        images = [setup.audit_images[audit_rows]]
+        if len(population_rows):
+            assert setup.population is not None
+            images.append(setup.population.images[population_rows])
+        if len({part.dtype for part in images}) > 1:
+            images = [as_float01(part) for part in images]
+        return np.concatenate(images), self._labels(rows)
 
     def _predict_target_population(self) -> None:
         setup = self.setup
@@ -688,10 +911,29 @@ class ReferenceModels:
         description = f"target inference on the population ({len(views)} views)"
         with self.progress.stage(description, setup.n_population) as advance:
             logits = cached_predict(
-                self.logits, request, setup.target.classifier, setup.population.images, views,
-                setup.batch_size, advance=advance, notify=self.progress.note,
+                self.logits,
+                request,
+                setup.target.classifier,
+                setup.population.images,
+                views,
+                setup.batch_size,
+                advance=advance,
+                notify=self.progress.note,
+                what="the target's logits on the population",
             )
         self._target_population.update(zip(views, logits, strict=True))
+
+    def _publish_refusals(self) -> None:
+        """What the caches refused, as notes: a few verbatim, then how many more."""
+        refusals = list(self._refusals)
+        self._refusals.clear()
+        for note in refusals[:MAX_REFUSAL_NOTES]:
+            self.notify(note)
+        if len(refusals) > MAX_REFUSAL_NOTES:
+            self.notify(
+                f"cache: {len(refusals) - MAX_REFUSAL_NOTES} more reference-model cache entries "
+                "were refused likewise; not used, recomputed or retrained"
+            )
 
     def _stack(self, keys: Sequence[str], part: str, views: Sequence[View]) -> np.ndarray:
         values = self._values

@@ -52,6 +52,43 @@ class TargetInfo(ResultModel):
     accuracy: Accuracy
 
 
+class ReferenceModelFit(ResultModel):
+    """One reference model's accuracy on samples it trained on and on samples it did not."""
+
+    key: str = Field(description="The model's cache key (sha256 of its data, rows, recipe).")
+    train: float = Field(description="Accuracy on its own training samples (a seeded sample).")
+    held_out: float = Field(description="Accuracy on samples it did not train on (a sample).")
+    n_train: int
+    n_held_out: int
+
+
+class ReferenceSetFit(ResultModel):
+    """A set of reference models as the attacks named in `attacks` use it."""
+
+    mode: str
+    count: int
+    attacks: list[str]
+    train: float = Field(description="Mean training accuracy of the set's models.")
+    held_out: float = Field(description="Mean held-out accuracy of the set's models.")
+    models: list[ReferenceModelFit]
+
+
+class ReferenceFit(ResultModel):
+    """How closely the reference models reproduce the target's fit (README: Reference models).
+
+    `reproduces_target` is False when the mean training accuracy of the (distinct) reference
+    models is more than `max_shortfall` below the target's accuracy on its members.
+    """
+
+    target_members: float = Field(description="The target's accuracy on its members.")
+    target_non_members: float = Field(description="The target's accuracy on non-members.")
+    train: float = Field(description="Mean training accuracy over every distinct model.")
+    held_out: float = Field(description="Mean held-out accuracy over every distinct model.")
+    max_shortfall: float
+    reproduces_target: bool
+    sets: list[ReferenceSetFit]
+
+
 class DataSource(ResultModel):
     path: str
     sha256: str
@@ -236,6 +273,9 @@ class Result(ResultModel):
     baseline: BaselineInfo | None = None
     timings: dict[str, float] = Field(description="Seconds per phase.")
     notes: list[str] = []
+    references: ReferenceFit | None = Field(
+        None, description="Reference models' fit beside the target's (reference attacks only)."
+    )
 
     def attack(self, attack_id: str) -> AttackResult:
         return next(a for a in self.attacks if a.id == attack_id)

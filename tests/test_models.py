@@ -135,7 +135,8 @@ def test_logits_cache_hits_on_second_run(tmp_path: Path, resnet: torch.nn.Module
     first = cached_predict(cache, request, counting, images, views, 4)  # type: ignore[arg-type]
     assert counting.images >= 12
     counted = counting.images
-    second = cached_predict(cache, request, counting, images, views, 4)  # type: ignore[arg-type]
-    assert counting.images == counted
+    second = cached_predict(cache, request, counting, images, views, 4, check_rows=2)  # type: ignore[arg-type]
+    assert counting.images == counted + 2 * len(views)  # only the spot check's 2 rows per view
+    assert cache.refused == [] and cache.hits == len(views)
     np.testing.assert_array_equal(first, second)
     assert first.shape == (2, 6, 10) and views[0] == IDENTITY
