@@ -836,7 +836,9 @@ class ReferenceModels:
         """The model on its IN and OUT samples: every one whose logits are at hand, topped up
         to SIDE_ROWS per side with samples drawn by `rng` and run through the model."""
         plan, j = self._slot(key)
-        in_rows, out_rows = plan_rows(plan.in_audit[j], plan.in_population[j])
+        in_rows, out_rows = plan_rows(
+            plan.in_audit[j], plan.in_population[j], self._pool_rows(plan)
+        )
         at_hand = self._identity_logits(key)
         sides = []
         sampled = False
@@ -864,6 +866,12 @@ class ReferenceModels:
     def _run(self, classifier: Classifier, images: np.ndarray) -> np.ndarray:
         preprocess, batch_size = self.setup.preprocess, self.setup.batch_size
         return np.asarray(predict(classifier, images, [IDENTITY], preprocess, batch_size)[0])
+
+    def _pool_rows(self, plan: ReferencePlan) -> np.ndarray:
+        """The plan's pool as rows of the audit set followed by the population."""
+        n_audit = len(self.setup.audit_labels)
+        audit = np.arange(n_audit) if plan.includes_audit else np.arange(0)
+        return np.concatenate([audit, n_audit + plan.population_rows]).astype(np.int64)
 
     def _slot(self, key: str) -> tuple[ReferencePlan, int]:
         """The plan a model was trained from, and its index in it."""

@@ -2,7 +2,7 @@
 
 Both questions are answered from one measurement: a reference model's loss and accuracy on the
 samples it trained on (IN, by its plan) against those on samples it did not train on (OUT: the
-rest of the audit set and the population). The samples are every one whose logits the audit
+rest of its plan's pool, see `plan_rows`). The samples are every one whose logits the audit
 computed anyway (the audit set; the population when an attack needs it), topped up to
 `SIDE_ROWS` per side with samples run through the model.
 
@@ -120,10 +120,21 @@ def model_fit(
     )
 
 
-def plan_rows(in_audit: np.ndarray, in_population: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A model's IN and OUT rows as indices into the audit set followed by the population."""
+def plan_rows(
+    in_audit: np.ndarray, in_population: np.ndarray, pool: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A model's IN rows and OUT rows, as indices into the audit set followed by the
+    population.
+
+    OUT rows are the rest of its plan's pool (the rows the plan's models draw their training
+    samples from): a model of another slot of the same plan then fits IN no better than OUT
+    (rows outside the pool, which no model of the plan trains on, would make any of them look
+    fitted). Only when the model trains on the whole pool are the rows outside it OUT.
+    """
     trained = np.concatenate([in_audit, in_population]).astype(bool)
-    return np.flatnonzero(trained), np.flatnonzero(~trained)
+    in_rows = np.flatnonzero(trained)
+    out_rows = np.setdiff1d(pool, in_rows)
+    return in_rows, out_rows if len(out_rows) else np.flatnonzero(~trained)
 
 
 def seeded_generator(model_key: str) -> np.random.Generator:

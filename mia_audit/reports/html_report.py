@@ -352,6 +352,42 @@ def plot_svgs(result: Result, strongest: AttackResult) -> dict[str, Markup]:
     }
 
 
+def reference_rows(result: Result) -> dict[str, Any] | None:
+    """The reference models' fit beside the target's (None without reference attacks)."""
+    fit = result.references
+    if fit is None:
+        return None
+    models = {model.key: model for group in fit.sets for model in group.models}
+    return {
+        "train": percent(fit.train),
+        "held_out": percent(fit.held_out),
+        "target_members": percent(fit.target_members),
+        "target_non_members": percent(fit.target_non_members),
+        "max_shortfall": f"{100 * fit.max_shortfall:.0f} points",
+        "reproduces": fit.reproduces_target,
+        "sets": [
+            {
+                "attacks": ", ".join(group.attacks),
+                "mode": group.mode,
+                "count": group.count,
+                "train": percent(group.train),
+                "held_out": percent(group.held_out),
+                "gap": f"{100 * (group.train - group.held_out):.1f} points",
+            }
+            for group in fit.sets
+        ],
+        "models": [
+            {
+                "key": model.key[:16],
+                "train": percent(model.train),
+                "held_out": percent(model.held_out),
+                "samples": f"{model.n_train} / {model.n_held_out}",
+            }
+            for model in models.values()
+        ],
+    }
+
+
 # --- the page -------------------------------------------------------------------------------
 
 
@@ -394,6 +430,7 @@ def report_context(result: Result) -> dict[str, Any]:
             "non_members": percent(accuracy.non_members),
             "gap": f"{100 * (accuracy.members - accuracy.non_members):.1f} points",
         },
+        "references": reference_rows(result),
         "provenance": provenance(result),
         "policy_document": json.dumps(result.policy.document, indent=2, ensure_ascii=False),
         "classes": [],

@@ -243,12 +243,31 @@ def slice_items(result: Result) -> list[str]:
     return items
 
 
+def reference_items(result: Result) -> list[str]:
+    """The reference models' accuracy beside the target's, one item per set."""
+    fit = result.references
+    if fit is None:
+        return []
+    verdict = "" if fit.reproduces_target else " (does not reproduce the target's fit)"
+    items = [
+        f"Reference models: training accuracy {fit.train:.4f}, held-out {fit.held_out:.4f}"
+        f"{verdict}"
+    ]
+    items += [
+        f"Reference models of {escape(', '.join(group.attacks))} ({group.count} {group.mode}): "
+        f"training accuracy {group.train:.4f}, held-out {group.held_out:.4f}"
+        for group in fit.sets
+    ]
+    return items
+
+
 def details_items(result: Result) -> list[str]:
     """One Markdown list item per fact, so the list can be cut at any item."""
     target, data, env = result.target, result.data, result.environment
     items = [
         f"Target accuracy: members {target.accuracy.members:.4f}, "
         f"non-members {target.accuracy.non_members:.4f}",
+        *reference_items(result),
         f"Data: {data.n_members} members, {data.n_non_members} non-members, "
         f"{data.n_population} population",
         f"Audit set sha256: {escape(data.sha256)}",

@@ -53,6 +53,12 @@ def summary_text(result: Result, written: Sequence[Path] = ()) -> str:
     lines.append(
         f"target accuracy: members {accuracy.members:.3f}, non-members {accuracy.non_members:.3f}"
     )
+    if result.references is not None:
+        fit = result.references
+        lines.append(
+            f"reference models: training accuracy {fit.train:.3f}, held-out {fit.held_out:.3f}"
+            + ("" if fit.reproduces_target else " (below the target's: see the notes)")
+        )
     report = next((p for p in written if p.suffix == ".html"), None)
     if report is not None:
         lines.append(f"report: {report}")
