@@ -55,7 +55,10 @@ from mia_audit.queries import IDENTITY, View
 from mia_audit.reference_fit import (
     SIDE_ROWS,
     ModelFit,
+    mann_whitney_less,
     model_fit,
+    per_sample_loss,
+    plan_problem,
     plan_rows,
     sample,
     secret_generator,
@@ -448,6 +451,15 @@ class LocalExecutor:
 
 
 @dataclass(frozen=True)
+class _Measurement:
+    """A model's fit, the OUT losses behind it, and the OUT rows it did not look at."""
+
+    fit: ModelFit
+    out_losses: np.ndarray
+    unseen_out: np.ndarray
+
+
+@dataclass(frozen=True)
 class TargetModel:
     """The target, for its logits on the population (cached like those on the audit set)."""
 
@@ -705,26 +717,20 @@ class ReferenceModels:
         classifier = self._cached_classifier(key)
         if classifier is None:
             return False
+        checked = key in self._plan_checked
         try:
             self._predict_model(key, items, classifier, advance)
-            fit = self._fit(key, classifier, seeded_generator(key))
-            check = fit
-            if fit.sampled and key not in self._plan_checked:
-                check = self._fit(key, classifier, secret_generator())
+            measured = self._measure(key, classifier)
+            hidden = None if checked else self._hidden_training(classifier, measured)
         except ModelError:
             self.models.refuse(key, "produces NaN or unusable logits")
             return False
-        if key not in self._plan_checked and not check.fits_plan:
-            self.models.refuse(
-                key,
-                "does not fit its own training samples better than held-out ones "
-                f"(one-sided Mann-Whitney p = {check.p_value:.2g} on {check.n_train} + "
-                f"{check.n_held_out} samples): not the model its plan describes "
-                "(a swapped or stale file, or a recipe that does not fit)",
-            )
+        problem = None if checked else plan_problem(measured.fit, hidden)
+        if problem is not None:
+            self.models.refuse(key, problem)
             return False
         self._plan_checked.add(key)
-        self.fits[key] = fit
+        self.fits[key] = measured.fit
         self.loaded += 1
         return True
 
@@ -783,7 +789,7 @@ class ReferenceModels:
             for key, items in pending.items():
                 classifier = self._trained_classifier(key)
                 self._predict_model(key, items, classifier, advance)
-                self.fits[key] = self._fit(key, classifier, seeded_generator(key))
+                self.fits[key] = self._measure(key, classifier).fit
                 self._plan_checked.add(key)  # trained from its plan in this run
         unfit = sum(not self.fits[key].fits_plan for key in pending)
         if unfit:
@@ -832,28 +838,47 @@ class ReferenceModels:
             for view, value in zip(views, logits, strict=True):
                 self._values[(key, part, view)] = value
 
-    def _fit(self, key: str, classifier: Classifier, rng: np.random.Generator) -> ModelFit:
+    def _measure(self, key: str, classifier: Classifier) -> _Measurement:
         """The model on its IN and OUT samples: every one whose logits are at hand, topped up
-        to SIDE_ROWS per side with samples drawn by `rng` and run through the model."""
+        to SIDE_ROWS per side with a sample seeded by the model's key, run through the model."""
         plan, j = self._slot(key)
         in_rows, out_rows = plan_rows(
             plan.in_audit[j], plan.in_population[j], self._pool_rows(plan)
         )
         at_hand = self._identity_logits(key)
-        sides = []
-        sampled = False
-        for rows in (in_rows, out_rows):
-            known = rows[rows < len(at_hand)]
-            logits, labels = [at_hand[known]], [self._labels(known)]
-            extra = sample(rows[rows >= len(at_hand)], SIDE_ROWS - len(known), rng)
-            if len(extra):
-                sampled = True
-                images, extra_labels = self._rows(extra)
-                logits.append(self._run(classifier, images))
-                labels.append(extra_labels)
-            sides.append((np.concatenate(logits), np.concatenate(labels)))
-        (logits_in, labels_in), (logits_out, labels_out) = sides
-        return model_fit(logits_in, labels_in, logits_out, labels_out, sampled=sampled)
+        rng = seeded_generator(key)
+        logits_in, labels_in, _ = self._side(in_rows, at_hand, rng, classifier)
+        logits_out, labels_out, unseen_out = self._side(out_rows, at_hand, rng, classifier)
+        fit = model_fit(logits_in, labels_in, logits_out, labels_out)
+        return _Measurement(fit, per_sample_loss(logits_out, labels_out), unseen_out)
+
+    def _side(
+        self,
+        rows: np.ndarray,
+        at_hand: np.ndarray,
+        rng: np.random.Generator,
+        classifier: Classifier,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits and labels of one side (the rows at hand, topped up), and the rows left."""
+        known, rest = rows[rows < len(at_hand)], rows[rows >= len(at_hand)]
+        logits, labels = [at_hand[known]], [self._labels(known)]
+        extra = sample(rest, SIDE_ROWS - len(known), rng)
+        if len(extra):
+            images, extra_labels = self._rows(extra)
+            logits.append(self._run(classifier, images))
+            labels.append(extra_labels)
+        return np.concatenate(logits), np.concatenate(labels), np.setdiff1d(rest, extra)
+
+    def _hidden_training(self, classifier: Classifier, measured: _Measurement) -> float | None:
+        """p-value that the model fits OUT samples nobody could predict (drawn from the OS's
+        randomness among those the seeded sample left out) better than the seeded OUT samples:
+        small when it was trained on samples its plan holds out. None when none are left."""
+        rows = sample(measured.unseen_out, SIDE_ROWS, secret_generator())
+        if not len(rows):
+            return None
+        images, labels = self._rows(rows)
+        losses = per_sample_loss(self._run(classifier, images), labels)
+        return mann_whitney_less(losses, measured.out_losses)
 
     def _identity_logits(self, key: str) -> np.ndarray:
         """The model's identity-view logits at hand: the audit set, then the population when

@@ -20,11 +20,13 @@ computed anyway (the audit set; the population when an attack needs it), topped 
   `FIT_SHORTFALL` below is a warning, naming the recipe field to change; the policy's
   `preconditions.reference_fit: error` turns it into exit 2).
 
-The top-up samples behind the figures in result.json are seeded by the model's key (the same in
-every run, so the result is reproducible); a cached model's plan check draws its own from the
-OS's randomness, so whoever wrote the cache cannot know which samples will be checked. The
-logits at hand are the model's own: computed from its weights, or cached and spot-checked
-against them (`mia_audit.spot_check`).
+The top-up samples are seeded by the model's key, so the figures in result.json and the plan
+check are the same in every run. Because whoever
+wrote the cache could compute those samples too, a cached model is also checked on OUT samples
+drawn from the OS's randomness: it must not fit them better than the seeded ones
+(`HIDDEN_ALPHA`), or it was trained on samples its plan holds out. The logits at hand are the
+model's own: computed from its weights, or cached and spot-checked against them
+(`mia_audit.spot_check`).
 """
 
 from __future__ import annotations
@@ -46,8 +48,12 @@ from mia_audit.training import TrainingRecipe
 #: fits its plan at p < 0.001).
 SIDE_ROWS = 256
 #: A model fits its plan when the one-sided Mann-Whitney p-value (IN loss < OUT loss) is below
-#: this: a model in the wrong slot passes one run's check with about this probability.
+#: this: a model in the wrong slot passes the check with about this probability.
 PLAN_ALPHA = 0.01
+#: A cached model is refused as trained on held-out samples when those drawn from the OS's
+#: randomness fit better than the seeded ones at this p-value (an honest model: 1 check in
+#: 10,000, so an audit with 64 cached models retrains one needlessly in 1 run of 150).
+HIDDEN_ALPHA = 1e-4
 #: The recipe reproduces the target's fit unless the reference models' mean training accuracy
 #: is more than this below the target's accuracy on its members.
 FIT_SHORTFALL = 0.10
@@ -91,33 +97,52 @@ class ModelFit:
     n_held_out: int
     #: One-sided Mann-Whitney p-value that its IN loss is lower than its OUT loss.
     p_value: float
-    #: Whether samples were drawn (and run through the model) beyond the logits at hand.
-    sampled: bool = False
 
     @property
     def fits_plan(self) -> bool:
         return self.p_value < PLAN_ALPHA
 
 
+def per_sample_loss(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Cross-entropy of each row of (n, C) logits against its label (float64)."""
+    return np.asarray(-signals.log_softmax(logits)[np.arange(len(labels)), labels])
+
+
 def model_fit(
-    logits_in: np.ndarray,
-    labels_in: np.ndarray,
-    logits_out: np.ndarray,
-    labels_out: np.ndarray,
-    *,
-    sampled: bool = False,
+    logits_in: np.ndarray, labels_in: np.ndarray, logits_out: np.ndarray, labels_out: np.ndarray
 ) -> ModelFit:
     """Accuracy on each side and the plan test, from (n, C) logits and their labels."""
-    loss_in = -signals.log_softmax(logits_in)[np.arange(len(labels_in)), labels_in]
-    loss_out = -signals.log_softmax(logits_out)[np.arange(len(labels_out)), labels_out]
+    loss_in = per_sample_loss(logits_in, labels_in)
+    loss_out = per_sample_loss(logits_out, labels_out)
     return ModelFit(
         train_accuracy=float((np.argmax(logits_in, axis=-1) == labels_in).mean()),
         held_out_accuracy=float((np.argmax(logits_out, axis=-1) == labels_out).mean()),
         n_train=len(labels_in),
         n_held_out=len(labels_out),
         p_value=mann_whitney_less(loss_in, loss_out),
-        sampled=sampled,
     )
+
+
+def plan_problem(fit: ModelFit, hidden_p_value: float | None) -> str | None:
+    """Why a cached model is not the model its plan describes, or None.
+
+    `hidden_p_value` is the p-value that it fits OUT samples drawn from the OS's randomness
+    better than the seeded OUT samples of `fit` (None when no OUT samples were left to draw).
+    """
+    if not fit.fits_plan:
+        return (
+            "does not fit its own training samples better than held-out ones (one-sided "
+            f"Mann-Whitney p = {fit.p_value:.2g} on {fit.n_train} + {fit.n_held_out} samples): "
+            "not the model its plan describes (a swapped or stale file, or a recipe that does "
+            "not fit)"
+        )
+    if hidden_p_value is not None and hidden_p_value < HIDDEN_ALPHA:
+        return (
+            "fits samples its plan holds out, drawn at random, better than the held-out samples "
+            f"it was measured on (one-sided Mann-Whitney p = {hidden_p_value:.2g}): trained on "
+            "more than its plan says"
+        )
+    return None
 
 
 def plan_rows(
@@ -215,8 +240,8 @@ def fit_warning(fit: ReferenceFit, recipe: TrainingRecipe) -> str | None:
     return (
         "reference_training: the reference models fit their own training samples far less "
         f"than the target fits its members (training accuracy {fit.train:.3f} vs "
-        f"{fit.target_members:.3f}, more than {FIT_SHORTFALL:g} below), so "
-        f"{', '.join(attacks)} understate the risk; train them like the target: raise "
+        f"{fit.target_members:.3f}, more than {FIT_SHORTFALL:g} below), so the reference "
+        f"attacks ({', '.join(attacks)}) understate the risk; train them like the target: raise "
         f"reference_training.epochs (now {recipe.epochs}) or match the target's lr "
         f"(now {recipe.lr:g}), weight_decay (now {recipe.weight_decay:g}) and augment "
         f"(now {list(recipe.augment)})"

@@ -4,6 +4,7 @@ models reused for a new target on the same data."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -126,12 +127,30 @@ class CountingExecutor(LocalExecutor):
         super().train(tasks, data, recipe, architecture, stop_early)  # type: ignore[arg-type]
 
 
-def setup_for(seed: int = 0, target_sha: str = "target-1") -> ReferenceSetup:
+class TinyMlp(Architecture):
+    """A small MLP: memorises a few hundred random samples in a second."""
+
+    def build(self) -> object:  # type: ignore[override]
+        from torch import nn
+
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(3 * 8 * 8, 256), nn.ReLU(), nn.Linear(256, self.num_classes)
+        )
+
+
+def setup_for(
+    seed: int = 0,
+    target_sha: str = "target-1",
+    n_population: int = 80,
+    architecture: Architecture | None = None,
+) -> ReferenceSetup:
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (60, 3, 8, 8), dtype=np.uint8)
     labels = rng.integers(0, 3, 60)
     population = make_image_set(
-        rng.integers(0, 256, (80, 8, 8, 3), dtype=np.uint8), rng.integers(0, 3, 80), source="pop"
+        rng.integers(0, 256, (n_population, 8, 8, 3), dtype=np.uint8),
+        rng.integers(0, 3, n_population),
+        source="pop",
     )
     import torch
 
@@ -144,7 +163,7 @@ def setup_for(seed: int = 0, target_sha: str = "target-1") -> ReferenceSetup:
         recipe=TrainingRecipe(
             epochs=30, batch_size=16, optimizer="adamw", lr=1e-2, augment=(), train_size=30
         ),
-        architecture=TinyArchitecture("tiny", 3),
+        architecture=architecture or TinyArchitecture("tiny", 3),
         audit_images=images,
         audit_labels=labels,
         population=population,
@@ -221,3 +240,97 @@ def test_different_data_trains_new_models(tmp_path: Path) -> None:
     executor = CountingExecutor()
     ReferenceModels(setup_for(seed=1), tmp_path, executor).prepare(REQUESTS[1:2])
     assert executor.trained == 2
+
+
+# --- cached models are checked before they are used -------------------------------------------
+
+
+def swap(cache: ModelCache, first: str, second: str) -> None:
+    """Swap two models' files, with consistent integrity records: only behaviour can tell."""
+    one, other = cache.load(first), cache.load(second)
+    assert one is not None and other is not None
+    cache.save(first, other)
+    cache.save(second, one)
+
+
+def test_swapped_models_are_refused_retrained_and_give_the_honest_logits(tmp_path: Path) -> None:
+    honest = ReferenceModels(setup_for(), tmp_path, CountingExecutor())
+    honest.prepare(REQUESTS)
+    expected = [honest.get(request) for request in REQUESTS]
+    online, offline = expected[0].model_keys, expected[2].model_keys
+    swap(honest.models, *online)
+    swap(honest.models, offline[0], offline[2])
+    shutil.rmtree(tmp_path / "logits")  # so the models themselves must answer
+    notes: list[str] = []
+    executor = CountingExecutor()
+    again = ReferenceModels(setup_for(), tmp_path, executor, notify=notes.append)
+    again.prepare(REQUESTS)
+    swapped = {*online, offline[0], offline[2]}
+    assert set(executor.asked) == swapped and again.loaded == 5 - len(swapped)
+    assert len(notes) == len(swapped)
+    for key in swapped:
+        (note,) = [note for note in notes if key[:12] in note]
+        assert "does not fit its own training samples better than held-out ones" in note
+        assert note.endswith(f"not used, retrained ({again.models.path(key)})")
+    for request, before in zip(REQUESTS, expected, strict=True):
+        np.testing.assert_array_equal(again.get(request).audit, before.audit)
+    clean: list[str] = []
+    ReferenceModels(setup_for(), tmp_path, CountingExecutor(), notify=clean.append).prepare(
+        REQUESTS
+    )
+    assert clean == []
+
+
+def test_a_damaged_model_is_retrained_and_the_next_run_is_clean(tmp_path: Path) -> None:
+    first = ReferenceModels(setup_for(), tmp_path, CountingExecutor())
+    first.prepare(REQUESTS)
+    key = first.get(REQUESTS[0]).model_keys[0]
+    data = bytearray(first.models.path(key).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    first.models.path(key).write_bytes(bytes(data))
+    runs = []
+    for _ in range(2):
+        notes: list[str] = []
+        models = ReferenceModels(setup_for(), tmp_path, CountingExecutor(), notify=notes.append)
+        models.prepare(REQUESTS)
+        runs.append((notes, models.trained))
+    (damaged_notes, retrained), (clean_notes, trained_after) = runs
+    assert retrained == 1 and trained_after == 0 and clean_notes == []
+    assert len(damaged_notes) == 1 and key[:12] in damaged_notes[0]
+    assert "does not match its integrity record" in damaged_notes[0]
+
+
+def test_a_model_trained_on_more_than_its_plan_is_refused(tmp_path: Path) -> None:
+    """A cache writer who knows the seeded sample trains a model on its slot's samples plus
+    held-out samples outside that sample: the check on samples drawn from the OS's randomness
+    catches it."""
+    from mia_audit.reference_fit import SIDE_ROWS, plan_rows, sample, seeded_generator
+    from mia_audit.training import TrainingJob, train_models
+
+    request = ReferenceRequest("offline", 1, (IDENTITY,))
+    setup = setup_for(n_population=1200, architecture=TinyMlp("tiny-mlp", 3))
+    honest = ReferenceModels(setup, tmp_path, CountingExecutor())
+    honest.prepare([request])
+    (key,) = honest.get(request).model_keys
+    plan = honest._groups[("offline", 1)].plan
+    n_audit = len(setup.audit_labels)
+    in_rows, out_rows = plan_rows(
+        plan.in_audit[0], plan.in_population[0], n_audit + np.arange(1200)
+    )
+    rng = seeded_generator(key)
+    sample(in_rows, SIDE_ROWS, rng)  # the audit draws IN first, then OUT
+    measured = sample(out_rows, SIDE_ROWS, rng)  # as the audit draws them
+    hidden = np.setdiff1d(out_rows, measured)[:700]
+    rows = np.concatenate([in_rows, hidden]) - n_audit  # pool rows: the population
+    job = TrainingJob(np.sort(rows), seed=1)
+    (state,) = train_models(
+        setup.architecture.build, honest._pools["offline"].data, [job], setup.recipe, "cpu"
+    )
+    honest.models.save(key, state)
+    shutil.rmtree(tmp_path / "logits")
+    notes: list[str] = []
+    executor = CountingExecutor()
+    ReferenceModels(setup, tmp_path, executor, notify=notes.append).prepare([request])
+    assert executor.asked == [key]
+    assert len(notes) == 1 and "fits samples its plan holds out" in notes[0], notes
+    assert "trained on more than its plan says" in notes[0]
