@@ -516,11 +516,12 @@ class ReferenceModels:
 
     ``prepare`` takes every attack's request and vouches for every model before its logits are
     used: a cached model must pass its integrity record and fit its own plan (its training
-    samples better than held-out ones, on a secret sample; `mia_audit.reference_fit`), and its
-    cached logits pass a spot check (`mia_audit.spot_check`); what fails is refused, noted and
-    retrained or recomputed. What the cache lacks is trained (all at once, so a GPU executor can
-    train models of several attacks together). Every model's accuracy on its own training
-    samples and on held-out ones is kept in `fits`. ``get`` then answers each attack.
+    samples better than held-out ones, and held-out samples drawn in secret no better than the
+    seeded ones; `mia_audit.reference_fit`), and its cached logits pass a spot check
+    (`mia_audit.spot_check`); what fails is refused, noted and retrained or recomputed. What
+    the cache lacks is trained (all at once, so a GPU executor can train models of several
+    attacks together). Every model's accuracy on its own training samples and on held-out ones
+    is kept in `fits`. ``get`` then answers each attack.
     `trained` and `loaded` count the models trained and read from the cache in this run.
 
     `notify` hears what the cache refused and what the checks found (the audit puts those

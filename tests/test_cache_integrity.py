@@ -359,3 +359,27 @@ def test_the_recipe_warning_fires_below_the_targets_fit(train: float, warns: boo
             "error",
             notes.append,
         )
+
+
+# --- the policy switch --------------------------------------------------------------------------
+
+
+def test_preconditions_reference_fit_is_warn_by_default_and_checked() -> None:
+    from mia_audit.policy import parse_policy
+
+    minimal = {
+        "version": 1,
+        "name": "p",
+        "model": {"path": "m.onnx"},
+        "data": {"members": "a.npz", "non_members": "b.npz"},
+        "attacks": ["loss"],
+    }
+    assert parse_policy(minimal, base_dir=Path("/")).preconditions.reference_fit == "warn"
+    strict = parse_policy(
+        {**minimal, "preconditions": {"reference_fit": "error"}}, base_dir=Path("/")
+    )
+    assert strict.preconditions.reference_fit == "error"
+    with pytest.raises(PolicyError, match=r"preconditions\.reference_fit: input should be"):
+        parse_policy({**minimal, "preconditions": {"reference_fit": "fail"}}, base_dir=Path("/"))
+    with pytest.raises(PolicyError, match=r"unknown key 'refrence_fit' \(did you mean"):
+        parse_policy({**minimal, "preconditions": {"refrence_fit": "warn"}}, base_dir=Path("/"))

@@ -40,7 +40,17 @@ POLICY = {
     },
     "preprocessing": {"mean": [0.2, 0.2, 0.2], "std": [0.3, 0.3, 0.3]},
     "attacks": ["loss", {"name": "lira", "reference_models": MODELS, "mode": "offline"}],
-    "reference_training": {"epochs": 3, "train_size": 150},
+    # The target's own recipe (mia_audit.demo), so that cached models fit their plan and are
+    # reused: a recipe that does not fit cannot be told from swapped files and retrains.
+    "reference_training": {
+        "epochs": 8,
+        "train_size": 150,
+        "batch_size": 64,
+        "optimizer": "adamw",
+        "lr": 0.001,
+        "weight_decay": 0.0,
+        "augment": [],
+    },
     "gate": {"max_auc": 0.99},
     "outputs": {"dir": "report", "formats": ["json"]},
     "runtime": {"device": "cpu", "seed": 0, "cache_dir": ".mia-cache"},
@@ -168,6 +178,7 @@ def test_rerun_reuses_the_models_the_interrupted_runs_finished(runs: Runs) -> No
     match = re.search(r"reference models: (\d+) trained, (\d+) reused from the cache", final.stderr)
     assert match, final.stderr
     assert (int(match[1]), int(match[2])) == (MODELS - reused, reused)
+    assert "note: cache:" not in final.stderr  # nothing the interrupts left was refused
     assert len(model_files(runs.folder)) == MODELS
     result = json.loads((runs.folder / "report" / "result.json").read_text())
     assert result["exit_code"] == final.returncode

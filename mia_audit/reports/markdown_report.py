@@ -124,10 +124,7 @@ def pass_cell(condition: Condition) -> str:
     if condition.passed:
         return "✅ pass"
     if condition.waived:
-        return (
-            f"⚠️ waived until {condition.waiver_expires}: "
-            f"{escape(condition.waiver_reason or '')}"
-        )
+        return f"⚠️ waived until {condition.waiver_expires}: {escape(condition.waiver_reason or '')}"
     if condition.waiver_expired:
         return f"❌ fail (waiver expired {condition.waiver_expires})"
     return "❌ fail"
@@ -250,8 +247,7 @@ def reference_items(result: Result) -> list[str]:
         return []
     verdict = "" if fit.reproduces_target else " (does not reproduce the target's fit)"
     items = [
-        f"Reference models: training accuracy {fit.train:.4f}, held-out {fit.held_out:.4f}"
-        f"{verdict}"
+        f"Reference models: training accuracy {fit.train:.4f}, held-out {fit.held_out:.4f}{verdict}"
     ]
     items += [
         f"Reference models of {escape(', '.join(group.attacks))} ({group.count} {group.mode}): "
