@@ -208,8 +208,8 @@ def cached_predict(
     keys = {view: cache.key("logits", request.key_parts(view)) for view in views}
     labels = {view: f"{what} (view {spot_check.view_label(view)})" for view in views}
     found = {view: cache.get("logits", keys[view], labels[view]) for view in views}
-    checked = _unusable(classifier, request, images, found, batch_size, check_rows, notify)
-    for view, reason in checked:
+    refused = _unusable(classifier, request, images, found, batch_size, check_rows, notify)
+    for view, reason in refused:
         cache.refuse("logits", keys[view], labels[view], reason)
         found[view] = None
     missing = [view for view in views if found[view] is None]
