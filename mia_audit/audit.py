@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 
-from mia_audit import __version__, evaluation, metrics
+from mia_audit import __version__, evaluation, metrics, preconditions
 from mia_audit.attacks.base import Attack, AttackContext, ViewLogits
 from mia_audit.attacks.reference_base import REFERENCES, ReferenceAttack, ReferenceRequest
 from mia_audit.attacks.registry import create_attack
@@ -54,6 +54,7 @@ from mia_audit.inference import (
 from mia_audit.models.device import resolve_device
 from mia_audit.models.loading import LoadedModel, load_target
 from mia_audit.policy import GateSpec, LoadedPolicy, Policy
+from mia_audit.preconditions import TargetFit
 from mia_audit.progress import Progress, SilentProgress
 from mia_audit.queries import IDENTITY, View
 from mia_audit.reference import (
@@ -125,6 +126,8 @@ def run_audit(
     trust = TrustNotes(progress)
     attacks = [create_attack(config) for config in policy.attacks]
     baseline = gate_baseline(policy.gate)
+    today = clock()
+    preconditions.check_waivers(policy.gate.suppressions, today)
     with timer.phase("load"):
         device = resolve_device(policy.runtime.device)
         data = load_audit_data(policy, population_needed=population_requirement(policy))
@@ -132,12 +135,10 @@ def run_audit(
             check_population(policy, data.members_available, data.audit_set.population)
         model = load_target(policy.model, device, search_path=loaded.path.parent)
     check_gate_support(
-        policy.gate,
-        data.audit_set.n_non_members,
-        policy.statistics.min_false_positives,
-        _class_sizes(data.audit_set),
+        policy.gate, data.audit_set.n_non_members, policy.statistics.min_false_positives
     )
-    for note in data.audit_set.notes:
+    notes = [*data.audit_set.notes, *_checked_sizes(policy, data.audit_set)]
+    for note in notes:
         progress.note(note)
     preprocess = preprocessor(policy)
     with timer.phase("inference"), _naming_model(policy):
@@ -145,6 +146,12 @@ def run_audit(
         target = _target_logits(
             policy, model, data.audit_set, preprocess, attacks, progress, trust.note
         )
+    fit_notes = preconditions.check_target_fit(
+        _target_fit(target, data.audit_set, num_classes), policy.preconditions
+    )
+    for note in fit_notes:
+        progress.note(note)
+    notes += fit_notes
     extras: dict[str, object] = {}
     reference_attacks = [attack for attack in attacks if isinstance(attack, ReferenceAttack)]
     references_fit = None
@@ -178,7 +185,6 @@ def run_audit(
         extras=extras,
     )
     results = _run_attacks(attacks, context, data.audit_set, policy, progress, timer)
-    today = clock()
     gate_conditions = evaluate_gate(
         policy.gate, _gate_metrics(results), baseline=baseline, today=today
     )
@@ -200,7 +206,7 @@ def run_audit(
             model.classifier.device, model.classifier.engine, precision
         ),
         timings=timer.seconds,
-        notes=[*data.audit_set.notes, *trust.notes],
+        notes=[*notes, *trust.notes],
         references=references_fit,
     )
 
@@ -250,6 +256,7 @@ def load_audit_data(policy: Policy, population_needed: int | Callable[[int], int
         assert spec.members is not None and spec.non_members is not None
         members, non_members = load(spec.members, "members"), load(spec.non_members, "non_members")
     population = load(spec.population, "population") if spec.population else None
+    overlap_notes = _check_disjoint(policy, members, non_members, population, sources)
     members_available = min(len(members), spec.max_per_side or len(members))
     if callable(population_needed):
         population_needed = population_needed(members_available)
@@ -260,15 +267,34 @@ def load_audit_data(policy: Policy, population_needed: int | Callable[[int], int
         population_needed=population_needed,
     )
     audit_set = build_audit_set(members, non_members, population, options)
+    audit_set = replace(audit_set, notes=(*overlap_notes, *audit_set.notes))
     data = AuditData(audit_set, sources, parts, members_available)
     if spec.class_names is not None:
         data = _with_class_names(data, spec.class_names)
     return data
 
 
-def _with_class_names(data: AuditData, names: tuple[str, ...]) -> AuditData:
-    from dataclasses import replace
+def _check_disjoint(
+    policy: Policy,
+    members: ImageSet,
+    non_members: ImageSet,
+    population: ImageSet | None,
+    sources: dict[str, DataSource],
+) -> list[str]:
+    """The sides (and the population) must be different data; see preconditions."""
+    if policy.data.audit is not None:
+        sets = {"data.audit (members)": members, "data.audit (non-members)": non_members}
+        digests = {}
+    else:
+        sets = {"data.members": members, "data.non_members": non_members}
+        digests = {f"data.{k}": v.sha256 for k, v in sources.items()}
+    if population is not None:
+        sets["data.population"] = population
+        digests["data.population"] = sources["population"].sha256
+    return preconditions.check_disjoint(sets, digests, policy.preconditions.max_shared_fraction)
 
+
+def _with_class_names(data: AuditData, names: tuple[str, ...]) -> AuditData:
     label, source = data.largest_label()
     if label >= len(names):
         raise InputError(
@@ -427,6 +453,7 @@ def _run_attacks(
     fprs = evaluation.report_fprs(gate_fprs(policy.gate))
     inputs = _statistics_input(context, audit_set, policy, fprs)
     results = []
+    scores_by_attack: dict[str, np.ndarray] = {}
     for attack in attacks:
         label = attack.config.label
         with timer.phase(f"attack:{label}"), progress.stage(f"attack {label}", None):
@@ -442,6 +469,11 @@ def _run_attacks(
         with timer.phase("statistics"), progress.stage(f"statistics {label}", None):
             add_statistics(result, scores, inputs)
         results.append(result)
+        scores_by_attack[label] = scores
+    preconditions.check_attacks_oriented(audit_set.is_member, scores_by_attack)
+    preconditions.check_swapped_view(
+        policy.gate, audit_set.is_member, audit_set.labels, scores_by_attack
+    )
     return results
 
 
@@ -531,6 +563,26 @@ def gate_baseline(gate: GateSpec) -> Baseline | None:
             raise PolicyError(missing_baseline_message(first))
         return None
     return load_baseline(gate.baseline)
+
+
+def _checked_sizes(policy: Policy, audit_set: AuditSet) -> list[str]:
+    size = preconditions.AuditSize(
+        audit_set.n_members, audit_set.n_non_members, _class_sizes(audit_set)
+    )
+    return preconditions.check_sample_sizes(
+        policy.gate, size, policy.statistics, policy.preconditions
+    )
+
+
+def _target_fit(target: ViewLogits, audit_set: AuditSet, num_classes: int) -> TargetFit:
+    correct = target.identity.argmax(axis=-1) == audit_set.labels
+    members = audit_set.is_member
+    return TargetFit(
+        member_correct=correct[members],
+        non_member_correct=correct[~members],
+        member_labels=audit_set.labels[members],
+        num_classes=num_classes,
+    )
 
 
 def _class_sizes(audit_set: AuditSet) -> list[tuple[int, int]]:

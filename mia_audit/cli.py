@@ -272,8 +272,12 @@ def validate(
     with _guard(verbose):
         from mia_audit.policy import check_paths_exist, load_policy
 
+        from mia_audit.gate import utc_today
+        from mia_audit.preconditions import check_waivers
+
         loaded = load_policy(policy)
         check_paths_exist(loaded.policy)
+        check_waivers(loaded.policy.gate.suppressions, utc_today())
         p = loaded.policy
         typer.echo(
             f"policy ok: {p.name} ({len(p.attacks)} attacks, "

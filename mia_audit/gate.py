@@ -29,6 +29,7 @@ from mia_audit.policy import (
     TprLimit,
 )
 from mia_audit.result import Condition, Interval
+from mia_audit.sample_size import min_per_side_auc
 
 #: Baseline deltas are rounded to this many decimals, so that 0.62 - 0.60 counts as 0.02.
 _DELTA_DECIMALS = 12
@@ -202,11 +203,12 @@ def _evaluate_class_auc(
     limit: ClassAucLimit, scope: Sequence[str], metrics: Mapping[str, AttackMetrics]
 ) -> Condition:
     """Per attack its strongest gated class; then the strongest attack decides."""
+    minimum = class_min_samples(limit)
     worst_class: dict[str, ClassAuc] = {}
     skipped: set[str] = set()
     for attack in scope:
         rows = metrics[attack].classes
-        gated = [r for r in rows if min(r.n_members, r.n_non_members) >= limit.min_samples]
+        gated = [r for r in rows if min(r.n_members, r.n_non_members) >= minimum]
         skipped.update(r.label for r in rows if r not in gated)
         if gated:
             worst_class[attack] = max(gated, key=lambda r: _class_value(r, limit.statistic))
@@ -217,9 +219,8 @@ def _evaluate_class_auc(
     row = worst_class[worst]
     note = None
     if skipped:
-        note = (
-            f"not gated (fewer than {limit.min_samples} members or non-members): class "
-            + ", ".join(sorted(skipped))
+        note = f"not gated (fewer than {minimum} members or non-members): class " + ", ".join(
+            sorted(skipped)
         )
     return Condition(
         id="class_auc",
@@ -238,11 +239,17 @@ def _evaluate_class_auc(
     )
 
 
+def class_min_samples(limit: ClassAucLimit) -> int:
+    """Members and non-members a class needs to be gated (default: an AUC condition's minimum,
+    README "Preconditions")."""
+    return limit.min_samples or min_per_side_auc()
+
+
 def _no_gated_class_message(limit: ClassAucLimit) -> str:
+    minimum = class_min_samples(limit)
     return (
-        f"gate.max_class_auc: no class has {limit.min_samples} members and "
-        f"{limit.min_samples} non-members; lower gate.max_class_auc.min_samples or audit "
-        "more samples"
+        f"gate.max_class_auc: no class has {minimum} members and {minimum} non-members; "
+        "audit more samples"
     )
 
 
@@ -381,14 +388,13 @@ def check_gate_support(
     gate: GateSpec,
     n_non_members: int,
     min_false_positives: int,
-    class_sizes: Sequence[tuple[int, int]] = (),
 ) -> None:
     """Refuse (PolicyError, exit 2) conditions the audit set is too small to decide.
 
     A TPR at FPR a rests on the a * n non-members allowed above the threshold; with fewer than
     `min_false_positives` of them the figure is noise, so gating on it is a policy error whose
-    message says how many non-members it would need. `class_sizes` (members, non-members per
-    class) lets max_class_auc fail early when no class is large enough.
+    message says how many non-members it would need. The other minimum sample sizes are
+    `preconditions.check_sample_sizes`.
     """
     for condition_id, limit in gate.limits():
         if isinstance(limit, TprLimit | TprIncreaseLimit):
@@ -397,11 +403,6 @@ def check_gate_support(
                 raise PolicyError(
                     unsupported_fpr_message(condition_id, fpr, n_non_members, min_false_positives)
                 )
-    by_class = gate.max_class_auc
-    # The largest class, measured by its smaller side (members or non-members).
-    largest = max((min(sizes) for sizes in class_sizes), default=None)
-    if by_class is not None and largest is not None and largest < by_class.min_samples:
-        raise PolicyError(_no_gated_class_message(by_class))
 
 
 def unsupported_fpr_message(

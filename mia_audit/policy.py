@@ -116,11 +116,17 @@ def _size_pair(value: Any) -> Any:
 
 
 class Preprocessing(StrictModel):
-    """How images are turned into model input (pixels are first scaled to 0..1)."""
+    """How images are turned into model input (pixels are first scaled to 0..1).
 
-    mean: tuple[float, ...] = Field((0.0, 0.0, 0.0), min_length=1, max_length=4)
+    Required: a silent mean 0 / std 1 default would audit a different model than the one that
+    ships. `preprocessing: none` says the model normalises inside (mean 0, std 1).
+    """
+
+    mean: tuple[float, ...] = Field(
+        min_length=1, max_length=4, description="Per-channel mean on the 0..1 scale."
+    )
     std: tuple[Annotated[float, Field(gt=0)], ...] = Field(
-        (1.0, 1.0, 1.0), min_length=1, max_length=4
+        min_length=1, max_length=4, description="Per-channel standard deviation (0..1 scale)."
     )
     input_size: Annotated[tuple[int, int] | None, BeforeValidator(_size_pair)] = Field(
         None, description="Resize images to [height, width] (bilinear) when they differ."
@@ -129,11 +135,71 @@ class Preprocessing(StrictModel):
         "rgb", description="Channel order the model expects."
     )
 
+    @property
+    def normalises(self) -> bool:
+        """False for `preprocessing: none` (or an explicit mean 0 / std 1)."""
+        return any(m != 0.0 for m in self.mean) or any(s != 1.0 for s in self.std)
+
     @model_validator(mode="after")
     def _same_length(self) -> Preprocessing:
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)}")
         return self
+
+
+#: What `preprocessing: none` stands for: the model normalises its input itself.
+NO_NORMALISATION = {"mean": [0.0], "std": [1.0]}
+
+
+def _preprocessing_shorthand(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return dict(NO_NORMALISATION)
+    if value is None:
+        raise ValueError(
+            "is empty; give mean and std (on the 0..1 scale), or `none` when the model "
+            "normalises its input itself"
+        )
+    return value
+
+
+PreprocessingEntry = Annotated[Preprocessing, BeforeValidator(_preprocessing_shorthand)]
+
+
+class Preconditions(StrictModel):
+    """Checks made before any verdict (README, "Preconditions"); relax them only for smoke
+    tests: every relaxed check is named in the report."""
+
+    allow_small_audit: bool = Field(
+        False,
+        description=(
+            "Evaluate gate conditions on an audit set smaller than each condition's documented "
+            "minimum (a smoke test, not evidence; the report says so)."
+        ),
+    )
+    allow_weak_target: bool = Field(
+        False,
+        description=(
+            "Accept a target that does not classify its members well above chance (normally "
+            "a sign of wrong preprocessing)."
+        ),
+    )
+    max_shared_fraction: float = Field(
+        0.01,
+        ge=0,
+        le=0.1,
+        description=(
+            "Largest fraction of images two data sets (members, non-members, population) may "
+            "share (identical pixels) before the audit is refused."
+        ),
+    )
+    reference_fit: Literal["warn", "error"] = Field(
+        "warn",
+        description=(
+            "Reference models whose mean accuracy on their own training samples is more than "
+            "0.1 below the target's accuracy on its members do not reproduce the target's fit "
+            "(reference attacks then understate the risk): `warn` (a note), or `error` (exit 2)."
+        ),
+    )
 
 
 def _scalar_limit(value: Any) -> Any:
@@ -201,12 +267,13 @@ class EpsilonLimit(StrictModel):
 class ClassAucLimit(MetricLimit):
     """AUC within every class slice must stay at or below `max`; the strongest class decides."""
 
-    min_samples: int = Field(
-        10,
+    min_samples: int | None = Field(
+        None,
         ge=1,
         description=(
             "Classes with fewer members or fewer non-members than this are reported but not "
-            "gated (their AUC is mostly noise)."
+            "gated (their AUC is mostly noise). Default: the minimum an AUC condition needs "
+            "(README, Preconditions); lower values need preconditions.allow_small_audit."
         ),
     )
 
@@ -317,6 +384,11 @@ class GateSpec(StrictModel):
     @model_validator(mode="after")
     def _known_conditions(self) -> GateSpec:
         ids = [condition_id for condition_id, _ in self.limits()]
+        if not ids:
+            raise ValueError(
+                "has no conditions, so it would pass every model; add at least one, "
+                "e.g. max_auc: 0.6"
+            )
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"condition {duplicates[0]!r} is listed twice")
@@ -385,21 +457,6 @@ class RuntimeSpec(StrictModel):
     )
 
 
-class Preconditions(StrictModel):
-    """What the audit requires of its own setup before its verdict can be trusted, and what a
-    failed requirement does: `warn` (a note in result.json and on the terminal) or `error`
-    (exit 2)."""
-
-    reference_fit: Literal["warn", "error"] = Field(
-        "warn",
-        description=(
-            "Reference models whose mean accuracy on their own training samples is more than "
-            "0.1 below the target's accuracy on its members do not reproduce the target's fit "
-            "(reference attacks then understate the risk): warn, or exit 2 with `error`."
-        ),
-    )
-
-
 class ReferenceTraining(TrainingRecipe, StrictModel):
     """How reference and shadow models are trained: copy the target's recipe as closely as
     you know it (mismatched augmentation is the largest known loss of attack power).
@@ -439,9 +496,16 @@ class Policy(StrictModel):
     name: str = Field(min_length=1, max_length=200)
     model: ModelSpec
     data: DataSpec
-    preprocessing: Preprocessing = Preprocessing()
+    preprocessing: PreprocessingEntry = Field(
+        description="mean and std (0..1 scale) the model expects, or `none` when it "
+        "normalises inside; required."
+    )
     attacks: tuple[AttackEntry, ...] = Field(min_length=1)
-    gate: GateSpec = GateSpec()
+    gate: GateSpec = Field(description="Conditions that must hold; at least one.")
+    preconditions: Preconditions = Field(
+        default_factory=Preconditions,
+        description="Checks before any verdict; relax only for smoke tests.",
+    )
     outputs: OutputSpec = OutputSpec()
     runtime: RuntimeSpec = RuntimeSpec()
     statistics: StatisticsSpec = Field(
@@ -451,10 +515,6 @@ class Policy(StrictModel):
     reference_training: ReferenceTraining = Field(
         default_factory=ReferenceTraining,
         description="The recipe for reference and shadow models (lira, rmia, shadow).",
-    )
-    preconditions: Preconditions = Field(
-        default_factory=Preconditions,
-        description="Checks of the audit's own setup, and whether a failure warns or exits 2.",
     )
 
     @model_validator(mode="after")
@@ -617,13 +677,26 @@ def _problem_text(problem: Any, yaml_path: Location) -> str:
         listing = f"; allowed: {', '.join(sorted(allowed))}" if allowed and not hint else ""
         return f"unknown key {key!r}{did_you_mean}{listing}"
     if kind == "missing":
-        return "required key is missing"
+        advice = _MISSING_HINTS.get(tuple(str(part) for part in yaml_path))
+        return "required key is missing" + (f"; {advice}" if advice else "")
     if kind == "union_tag_invalid":
         return _unknown_attack_text(problem)
     message = str(problem["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     return message[0].lower() + message[1:] if message else kind
+
+
+#: What to write when a required section is missing.
+_MISSING_HINTS = {
+    ("preprocessing",): (
+        "give the mean and std (on the 0..1 scale) the model was trained with, or "
+        "`preprocessing: none` when the model normalises its input itself"
+    ),
+    ("preprocessing", "mean"): "give one value per channel on the 0..1 scale",
+    ("preprocessing", "std"): "give one value per channel on the 0..1 scale",
+    ("gate",): "add at least one condition, e.g. `gate: {max_auc: 0.6}`",
+}
 
 
 def _unknown_attack_text(problem: Any) -> str:

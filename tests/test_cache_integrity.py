@@ -372,7 +372,9 @@ def test_preconditions_reference_fit_is_warn_by_default_and_checked() -> None:
         "name": "p",
         "model": {"path": "m.onnx"},
         "data": {"members": "a.npz", "non_members": "b.npz"},
+        "preprocessing": "none",
         "attacks": ["loss"],
+        "gate": {"max_auc": 0.6},
     }
     assert parse_policy(minimal, base_dir=Path("/")).preconditions.reference_fit == "warn"
     strict = parse_policy(

@@ -42,7 +42,9 @@ MINIMAL: dict[str, Any] = {
     "name": "p",
     "model": {"path": "m.onnx"},
     "data": {"members": "a.npz", "non_members": "b.npz"},
+    "preprocessing": "none",
     "attacks": ["loss", "confidence"],
+    "gate": {"max_auc": 0.6},
 }
 
 
@@ -293,9 +295,9 @@ def test_upper_statistic_is_never_below_the_point_estimate() -> None:
 
 def test_class_auc_condition_strongest_class_decides() -> None:
     rows = (
-        ClassAuc("0", 0.55, (0.5, 0.6), 40, 40),
-        ClassAuc("1 (cat)", 0.71, (0.6, 0.8), 40, 40),
-        ClassAuc("2", 0.99, (0.9, 1.0), 3, 4),  # too small to gate
+        ClassAuc("0", 0.55, (0.5, 0.6), 46, 50),
+        ClassAuc("1 (cat)", 0.71, (0.6, 0.8), 50, 46),
+        ClassAuc("2", 0.99, (0.9, 1.0), 45, 60),  # too small to gate (the AUC minimum is 46)
     )
     measured = {"loss": attack_metrics(0.6, classes=rows), "confidence": attack_metrics(0.6)}
     (condition,) = evaluate_gate(gate(max_class_auc=0.7), measured)
@@ -304,10 +306,8 @@ def test_class_auc_condition_strongest_class_decides() -> None:
     assert condition.note is not None and "class 2" in condition.note
     (upper,) = evaluate_gate(gate(max_class_auc={"max": 0.75, "statistic": "upper"}), measured)
     assert upper.value == 0.8 and not upper.passed
-    with pytest.raises(PolicyError, match="no class has 50 members"):
-        check_gate_support(
-            gate(max_class_auc={"max": 0.7, "min_samples": 50}), 1000, 10, [(40, 40), (3, 4)]
-        )
+    with pytest.raises(PolicyError, match="no class has 60 members"):
+        evaluate_gate(gate(max_class_auc={"max": 0.7, "min_samples": 60}), measured)
 
 
 # --- FPR support ----------------------------------------------------------------------------
@@ -390,7 +390,8 @@ def test_baseline_conditions_need_a_baseline_and_shared_attacks(tmp_path: Path) 
 
 
 def test_policy_baseline_path_resolves_against_the_policy_folder() -> None:
-    assert gate(baseline="prev/result.json").baseline == Path("/base/prev/result.json")
+    spec = gate(max_auc_increase=0.02, baseline="prev/result.json")
+    assert spec.baseline == Path("/base/prev/result.json")
 
 
 # --- suppressions ---------------------------------------------------------------------------
@@ -542,7 +543,7 @@ def test_end_to_end_upper_statistic_and_baseline(
     gate_ = {
         "max_auc": {"max": 0.99, "statistic": "upper"},
         "max_tpr_at_fpr": [{"fpr": 0.05, "max": 0.99, "statistic": "upper"}],
-        "max_epsilon_lower_bound": 10,
+        "max_epsilon_lower_bound": 2,  # 200 per side can show up to ~3.2 (README, Preconditions)
         "max_auc_increase": 0.0,
         "suppressions": [{"condition": "auc", "reason": "demo", "expires": "2000-01-01"}],
     }

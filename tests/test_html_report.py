@@ -381,6 +381,16 @@ def colour_box(image: Any, *colors: str, tolerance: int = 40) -> tuple[int, ...]
     return int(xs.size), int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
 
 
+def colour_median_row(image: Any, color: str, tolerance: int = 40) -> float:
+    """The median row of the pixels near `color`."""
+    import numpy as np
+
+    pixels = np.asarray(image, dtype=np.int32)[..., :3]
+    target = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)])
+    rows = np.nonzero(np.abs(pixels - target).sum(axis=-1) <= tolerance)[0]
+    return float(np.median(rows))
+
+
 @pytest.mark.skipif(chromium_binary() is None, reason="chromium is not installed (CI installs it)")
 def test_renders_in_chromium_without_network(
     audit_dir: Path, result: Result, tmp_path: Path, recording_proxy: tuple[str, list[str]]
@@ -422,4 +432,6 @@ def test_renders_in_chromium_without_network(
     members = colour_box(image, "#c2410c")
     non_members = colour_box(image, "#1d4ed8")
     assert members is not None and non_members is not None, "no score histogram drawn"
-    assert members[2] > curves[4], "the histogram should follow the ROC curves"
+    # A few anti-aliased pixels where curves cross can come near the histogram's colours, so
+    # the histogram's place is where most of its pixels are, not its outermost pixel.
+    assert colour_median_row(image, "#c2410c") > curves[4], "the histogram should follow the ROC"

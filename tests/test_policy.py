@@ -21,7 +21,9 @@ MINIMAL = {
     "name": "p",
     "model": {"path": "m.onnx"},
     "data": {"members": "a.npz", "non_members": "b.npz"},
+    "preprocessing": "none",
     "attacks": ["loss"],
+    "gate": {"max_auc": 0.6},
 }
 
 
