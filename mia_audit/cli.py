@@ -318,9 +318,8 @@ def validate(
 ) -> None:
     """Check a policy (and that the files it names exist) without running anything."""
     with _guard(verbose):
-        from mia_audit.policy import check_paths_exist, load_policy
-
         from mia_audit.gate import utc_today
+        from mia_audit.policy import check_paths_exist, load_policy
         from mia_audit.preconditions import check_waivers
 
         loaded = load_policy(policy)

@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -489,10 +490,14 @@ def floor_scoped_to_one_attack(case: Case) -> Expected:
     )
 
 
+#: An unexpired waiver within the year a waiver may run.
+WAIVER_EXPIRES = (datetime.now(timezone.utc).date() + timedelta(days=300)).isoformat()
+
+
 def floor_waived_by_suppression(case: Case) -> Expected:
     case.document["gate"] = {
         "max_auc": 0.5,
-        "suppressions": [{"condition": "auc", "reason": "trust me", "expires": "2999-01-01"}],
+        "suppressions": [{"condition": "auc", "reason": "trust me", "expires": WAIVER_EXPIRES}],
     }
     case.write_policy()
     return Expected(

@@ -22,6 +22,7 @@ def policy(gate: dict[str, Any], attacks: list[Any] | None = None) -> Policy:
         "name": "floor",
         "model": {"path": "m.onnx"},
         "data": {"members": "a.npz", "non_members": "b.npz"},
+        "preprocessing": "none",
         "attacks": attacks or ["loss", "confidence"],
         "gate": gate,
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,8 @@ HOSTILE_NAME = (
     "leaky\n::error title=forged::this model is private\n::stop-commands::x"
     " ##[stop-commands]y ##[error]forged\r\x1b[2J"
 )
+#: Within the year a waiver may run.
+EXPIRES = (datetime.now(timezone.utc).date() + timedelta(days=300)).isoformat()
 HOSTILE_REASON = "accepted\n::warning::forged ##[error]forged\x1b[2J"
 
 
@@ -121,7 +124,7 @@ def folder(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFactory
             "max_auc": 0.51,
             "max_tpr_at_fpr": [{"fpr": 0.05, "max": 0.0}],
             "suppressions": [
-                {"condition": "tpr_at_fpr", "reason": HOSTILE_REASON, "expires": "2999-12-31"}
+                {"condition": "tpr_at_fpr", "reason": HOSTILE_REASON, "expires": EXPIRES}
             ],
         },
         "outputs": {"dir": "report", "formats": ["json", "html", "markdown"]},
@@ -141,7 +144,7 @@ def test_cli_prints_hostile_names_as_inert_text(folder: Path, run_cli: RunCli) -
     verdict = completed.stdout.splitlines()[0]
     assert verdict.startswith("FAIL leaky\\n::error title=forged::this model is private\\n")
     assert "##\\x5bstop-commands]y ##\\x5berror]forged\\r\\x1b[2J" in verdict
-    waived = "waived until 2999-12-31: accepted ::warning::forged ##\\x5berror]forged\\x1b[2J"
+    waived = f"waived until {EXPIRES}: accepted ::warning::forged ##\\x5berror]forged\\x1b[2J"
     assert waived in completed.stdout
     assert (
         "report: " in completed.stdout and "out\\n::error::path ##\\x5berror]p" in completed.stdout
