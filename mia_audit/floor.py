@@ -76,7 +76,8 @@ def check_floor(policy: Policy, floor: GateFloor) -> None:
     gate = policy.gate
     if floor.max_auc is not None:
         limit = gate.max_auc
-        _check_limit(policy, "gate.max_auc", "auc", limit, floor.max_auc, "--floor-max-auc")
+        option = f"--floor-max-auc {floor.max_auc:g}"
+        _check_limit(policy, "gate.max_auc", "auc", limit, floor.max_auc, option)
     for tpr in floor.max_tpr_at_fpr:
         index, found = _tpr_limit(gate, tpr.fpr)
         field = "gate.max_tpr_at_fpr" + ("" if index is None else f"[{index}]")
@@ -99,7 +100,7 @@ def _check_limit(
     floor: float,
     option: str,
 ) -> None:
-    source = f"the workflow's floor ({option.split(' ')[0]} {floor:g})"
+    source = f"the workflow's floor ({option})"
     if limit is None:
         raise PolicyError(
             f"{field}: missing, but {source} requires the condition {condition!r} at "

@@ -474,7 +474,7 @@ def floor_missing_tpr(case: Case) -> Expected:
     case.write_policy()  # no TPR condition
     return Expected(
         EXIT_INVALID,
-        ("gate.max_tpr_at_fpr", "missing", "'tpr_at_fpr@0.05'", "--floor-max-tpr-at-fpr 0.1"),
+        ("gate.max_tpr_at_fpr", "missing", "'tpr_at_fpr@0.05'", "--floor-max-tpr-at-fpr 0.05:0.1"),
         args=("--floor-max-tpr-at-fpr", "0.05:0.1"),
     )
 
