@@ -72,8 +72,16 @@ def _tpr_floor(text: str) -> TprFloor:
 
 
 def check_floor(policy: Policy, floor: GateFloor) -> None:
-    """Raise PolicyError (exit 2) unless the policy's gate is at least as strict as `floor`."""
+    """Raise PolicyError (exit 2) unless the policy's gate is at least as strict as `floor`
+    and the policy relaxes none of the checks made before a verdict."""
     gate = policy.gate
+    relaxed = policy.preconditions.relaxed()
+    if floor and relaxed:
+        raise PolicyError(
+            f"{relaxed[0]}: relaxes a check made before the verdict, which a run with the "
+            f"workflow's floor ({floor.describe()}) does not allow; remove it (relaxed checks "
+            "are for local smoke tests)"
+        )
     if floor.max_auc is not None:
         limit = gate.max_auc
         option = f"--floor-max-auc {floor.max_auc:g}"

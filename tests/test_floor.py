@@ -13,7 +13,7 @@ import pytest
 
 from mia_audit.errors import PolicyError
 from mia_audit.floor import GateFloor, TprFloor, check_floor, parse_floor
-from mia_audit.policy import Policy, parse_policy
+from mia_audit.policy import Policy, Preconditions, parse_policy
 
 
 def policy(gate: dict[str, Any], attacks: list[Any] | None = None) -> Policy:
@@ -107,3 +107,23 @@ def test_parse_floor() -> None:
 def test_malformed_floor_options(max_auc: float | None, tpr: list[str], message: str) -> None:
     with pytest.raises(PolicyError, match=message):
         parse_floor(max_auc, tpr)
+
+
+@pytest.mark.parametrize(
+    "relaxed",
+    [{"allow_small_audit": True}, {"allow_weak_target": True}, {"max_shared_fraction": 0.05}],
+)
+def test_a_floor_refuses_relaxed_preconditions(relaxed: dict[str, Any]) -> None:
+    loose = policy({"max_auc": 0.6}).model_copy(
+        update={"preconditions": Preconditions.model_validate(relaxed)}
+    )
+    check_floor(loose, GateFloor())  # without a floor the policy decides
+    key = next(iter(relaxed))
+    with pytest.raises(PolicyError, match=f"preconditions.{key}: relaxes a check"):
+        check_floor(loose, AUC)
+    check_floor(
+        policy({"max_auc": 0.6}).model_copy(
+            update={"preconditions": Preconditions(max_shared_fraction=0.001)}
+        ),
+        AUC,
+    )  # tightening is fine
