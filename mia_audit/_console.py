@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from typing import TextIO
 
+from mia_audit._text import printable
 from mia_audit.progress import Advance
 
 
@@ -34,16 +35,16 @@ class ConsoleProgress:
         )
 
         columns = [
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # attack ids are not markup
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         ]
         with Progress(*columns, console=Console(file=self.stream), transient=True) as bar:
-            task = bar.add_task(description, total=total)
+            task = bar.add_task(printable(description), total=total)
             yield lambda n: bar.advance(task, n)
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            print(f"note: {message}", file=self.stream, flush=True)
+            print(f"note: {printable(message)}", file=self.stream, flush=True)

@@ -9,6 +9,8 @@ never spliced into a script:
     MIA_POLICY       the policy file (required)
     MIA_OUTPUT_DIR   where the reports go (default mia-report)
     MIA_DEVICE       auto, cpu or cuda (default: the policy's runtime.device)
+    MIA_MAX_AUC      a gate floor: the policy must have gate.max_auc at most this
+    MIA_MAX_TPR_AT_FPR  gate floors FPR:MAX (several separated by spaces, commas or lines)
 
 Relative paths resolve against `$GITHUB_WORKSPACE` (the checkout). Numbers are read from the
 result.json this run wrote, and only when the run exited 0 or 1: a run that exits 2 or 3 leaves
@@ -18,6 +20,7 @@ older reports in place, and those must not be reported as this run's.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import uuid
@@ -25,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mia_audit._text import printable
 from mia_audit.errors import EXIT_GATE_FAILED, EXIT_INCOMPLETE, EXIT_INVALID, EXIT_PASS
 from mia_audit.result import Result, strongest_attack
 
@@ -38,6 +42,9 @@ class ActionInputs:
     policy: Path
     output_dir: Path
     device: str | None
+    #: The gate floor from the workflow file (`mia-audit run --floor-*`), checked by the CLI.
+    floor_max_auc: str | None = None
+    floor_max_tpr_at_fpr: tuple[str, ...] = ()
 
 
 def read_inputs(env: Mapping[str, str]) -> ActionInputs:
@@ -47,7 +54,9 @@ def read_inputs(env: Mapping[str, str]) -> ActionInputs:
         raise ValueError("the `policy` input is required (path to the policy YAML)")
     output_dir = env.get("MIA_OUTPUT_DIR", "").strip() or DEFAULT_OUTPUT_DIR
     device = env.get("MIA_DEVICE", "").strip() or None
-    return ActionInputs(workspace / policy, workspace / output_dir, device)
+    max_auc = env.get("MIA_MAX_AUC", "").strip() or None
+    max_tpr = tuple(env.get("MIA_MAX_TPR_AT_FPR", "").replace(",", " ").split())
+    return ActionInputs(workspace / policy, workspace / output_dir, device, max_auc, max_tpr)
 
 
 def report_formats(policy: Path) -> list[str]:
@@ -70,12 +79,28 @@ def audit_command(inputs: ActionInputs, formats: Sequence[str]) -> list[str]:
         command += ["--format", name]
     if inputs.device:
         command += ["--device", inputs.device]
+    if inputs.floor_max_auc:
+        command += ["--floor-max-auc", inputs.floor_max_auc]
+    for floor in inputs.floor_max_tpr_at_fpr:
+        command += ["--floor-max-tpr-at-fpr", floor]
     return command
 
 
 def run_audit(command: Sequence[str], cwd: Path) -> int:
-    """The audit's exit code; a child killed by a signal counts as "could not complete"."""
-    code = subprocess.run(command, cwd=cwd, check=False).returncode
+    """The audit's exit code; a child killed by a signal counts as "could not complete".
+
+    The child's output is fenced by `::stop-commands::<token>` ... `::<token>::`: the runner
+    then reads none of it as a workflow command, whatever a policy or data file made it print
+    (the CLI escapes names too; this holds even for a library's message). The token is fresh
+    and random, and the child never sees it, so nothing it prints can end the fence early.
+    """
+    token = f"mia-audit-{secrets.token_hex(16)}"
+    print(f"::stop-commands::{token}", flush=True)
+    try:
+        code = subprocess.run(command, cwd=cwd, check=False).returncode
+    finally:
+        sys.stderr.flush()
+        print(f"::{token}::", flush=True)
     return code if code >= 0 else EXIT_INCOMPLETE
 
 
@@ -149,7 +174,7 @@ def annotation(code: int, result: Result | None) -> str | None:
         meaning = EXIT_MEANINGS.get(code, "unexpected exit code")
         message = f"mia-audit exited {code}: {meaning}; the log above says why"
     escaped = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    return f"::error title=mia-audit::{escaped}"
+    return f"::error title=mia-audit::{printable(escaped)}"
 
 
 def _append(path: str | None, text: str) -> None:
@@ -163,7 +188,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     try:
         inputs = read_inputs(env)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(printable(f"error: {error}"), file=sys.stderr)
         return EXIT_INVALID
     workspace = Path(env.get("GITHUB_WORKSPACE") or Path.cwd())
     code = run_audit(audit_command(inputs, report_formats(inputs.policy)), workspace)

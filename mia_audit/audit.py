@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mia_audit import __version__, evaluation, metrics, preconditions
-from mia_audit.attacks.base import Attack, AttackContext, ViewLogits
+from mia_audit.attacks.base import Attack, AttackContext, ViewLogits, check_attack_data
 from mia_audit.attacks.reference_base import REFERENCES, ReferenceAttack, ReferenceRequest
 from mia_audit.attacks.registry import create_attack
 from mia_audit.baseline import Baseline, load_baseline
@@ -50,7 +50,9 @@ from mia_audit.inference import (
     Preprocessor,
     cached_predict,
     choose_precision,
+    output_notes,
 )
+from mia_audit.models.architectures import named_factories
 from mia_audit.models.device import resolve_device
 from mia_audit.models.loading import LoadedModel, load_target
 from mia_audit.policy import GateSpec, LoadedPolicy, Policy
@@ -137,6 +139,7 @@ def run_audit(
     check_gate_support(
         policy.gate, data.audit_set.n_non_members, policy.statistics.min_false_positives
     )
+    check_attack_data(attacks, data.audit_set.n_members, data.audit_set.n_non_members)
     notes = [*data.audit_set.notes, *_checked_sizes(policy, data.audit_set)]
     for note in notes:
         progress.note(note)
@@ -152,6 +155,10 @@ def run_audit(
     for note in fit_notes:
         progress.note(note)
     notes += fit_notes
+    model_notes = output_notes(target.identity)
+    for note in model_notes:
+        progress.note(note)
+    notes += model_notes
     extras: dict[str, object] = {}
     reference_attacks = [attack for attack in attacks if isinstance(attack, ReferenceAttack)]
     references_fit = None
@@ -202,6 +209,7 @@ def run_audit(
         attacks=results,
         gate=GateResult(passed=passed, conditions=gate_conditions, evaluated_on=today),
         baseline=baseline.info if baseline is not None else None,
+        factories=named_factories(policy, loaded.path.parent),
         environment=describe_environment(
             model.classifier.device, model.classifier.engine, precision
         ),

@@ -7,12 +7,16 @@ only inside commands, so `mia-audit --help` is fast.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
+import shutil
 import signal
 import sys
 import tempfile
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from mia_audit import __version__
+from mia_audit._text import printable
 from mia_audit.errors import EXIT_INCOMPLETE, EXIT_PASS, MiaAuditError
 
 app = typer.Typer(
@@ -73,20 +78,38 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated()
 
 
+@dataclass
+class _Progress:
+    """How far a command got, for the message when it is interrupted."""
+
+    reports_written: bool = False
+
+    def mark_reports_written(self) -> None:
+        """Called with SIGINT/SIGTERM held back, before one that arrived meanwhile lands."""
+        self.reports_written = True
+
+    def interrupted_message(self) -> str:
+        if self.reports_written:
+            return "interrupted: the reports were already written in full; caches are consistent"
+        return "interrupted: no report was written; caches are consistent"
+
+
 @contextlib.contextmanager
-def _guard(verbose: bool) -> Iterator[None]:
+def _guard(verbose: bool) -> Iterator[_Progress]:
     """Turn the tool's errors into one line on stderr and the documented exit code."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    progress = _Progress()
     try:
-        yield
+        yield progress
     except MiaAuditError as error:
-        _fail(str(error), error.exit_code, verbose)
+        _fail(str(error).strip(), error.exit_code, verbose)
     except (KeyboardInterrupt, _Terminated):
-        _fail("interrupted: no report was written; caches are consistent", EXIT_INCOMPLETE, verbose)
+        _fail(progress.interrupted_message(), EXIT_INCOMPLETE, verbose)
     except typer.Exit:
         raise
     except Exception as error:  # a bug or an unexpected library failure: still one line
-        message = f"internal error: {type(error).__name__}: {error}"
+        lines = str(error).strip().splitlines()
+        message = f"internal error: {type(error).__name__}: {lines[0] if lines else ''}"
         hint = "" if verbose else " (run with -v for the traceback)"
         _fail(message + hint, EXIT_INCOMPLETE, verbose)
     finally:
@@ -94,10 +117,12 @@ def _guard(verbose: bool) -> Iterator[None]:
 
 
 def _fail(message: str, code: int, verbose: bool) -> None:
+    """One line on stderr. The tool's messages name files and keys from the policy, which may
+    hold line breaks: they are escaped, never cut (the advice comes last)."""
     if verbose:
-        traceback.print_exc(file=sys.stderr)
-    first_line = message.strip().splitlines()[0] if message.strip() else "error"
-    typer.echo(f"error: {first_line}", err=True)
+        for line in traceback.format_exc().splitlines():
+            print(printable(line), file=sys.stderr)
+    typer.echo(f"error: {printable(message or 'error')}", err=True)
     raise typer.Exit(code)
 
 
@@ -119,25 +144,47 @@ def run(
             help="A previous result.json for the *_increase conditions; overrides gate.baseline."
         ),
     ] = None,
+    floor_max_auc: Annotated[
+        float | None,
+        typer.Option(
+            "--floor-max-auc",
+            help="Refuse (exit 2) a policy without a gate.max_auc at most this, for every attack.",
+        ),
+    ] = None,
+    floor_max_tpr_at_fpr: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--floor-max-tpr-at-fpr",
+            metavar="FPR:MAX",
+            help="Refuse (exit 2) a policy without a TPR-at-FPR condition at most MAX at FPR "
+            "(repeatable).",
+        ),
+    ] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
     """Run the audit the policy describes; exit 0 (pass), 1 (fail), 2 (invalid), 3 (error)."""
-    with _guard(verbose):
+    with _guard(verbose) as done:
         from mia_audit.audit import run_audit
+        from mia_audit.floor import check_floor, parse_floor
         from mia_audit.reports import render_reports, write_reports
         from mia_audit.reports.terminal import summary_text, verdict_line
 
+        floor = parse_floor(floor_max_auc, floor_max_tpr_at_fpr or [])
         loaded = _load_with_overrides(
             policy, output_dir, device, seed, formats, baseline=baseline
         )
+        check_floor(loaded.policy, floor)
         out_dir = loaded.policy.outputs.dir
         _check_writable(out_dir)
         from mia_audit._console import ConsoleProgress
 
         result = run_audit(loaded, ConsoleProgress(quiet=quiet))
+        if floor:
+            note = f"gate floor from the command line: {floor.describe()}; the policy's gate is "
+            result.notes.append(note + "at least as strict")
         rendered = render_reports(result, loaded.policy.outputs.formats)
-        written = write_reports(rendered, out_dir)
+        written = write_reports(rendered, out_dir, on_complete=done.mark_reports_written)
         typer.echo(verdict_line(result) if quiet else summary_text(result, written))
         raise typer.Exit(result.exit_code)
 
@@ -206,8 +253,9 @@ def render(
         result = _load_result(result_json)
         out_dir = (output_dir or result_json.parent).resolve()
         _check_writable(out_dir)
-        written = write_reports(render_reports(result, names), out_dir)
-        typer.echo(f"rendered from {result_json}: {', '.join(str(p) for p in written)}")
+        written = write_reports(render_reports(result, names), out_dir, replace=False)
+        listing = ", ".join(str(p) for p in written)
+        typer.echo(printable(f"rendered from {result_json}: {listing}"))
 
 
 def _render_formats(names: list[str]) -> list[str]:
@@ -270,9 +318,8 @@ def validate(
 ) -> None:
     """Check a policy (and that the files it names exist) without running anything."""
     with _guard(verbose):
-        from mia_audit.policy import check_paths_exist, load_policy
-
         from mia_audit.gate import utc_today
+        from mia_audit.policy import check_paths_exist, load_policy
         from mia_audit.preconditions import check_waivers
 
         loaded = load_policy(policy)
@@ -280,8 +327,10 @@ def validate(
         check_waivers(loaded.policy.gate.suppressions, utc_today())
         p = loaded.policy
         typer.echo(
-            f"policy ok: {p.name} ({len(p.attacks)} attacks, "
-            f"{_condition_count(p)} gate conditions)"
+            printable(
+                f"policy ok: {p.name} ({len(p.attacks)} attacks, "
+                f"{_condition_count(p)} gate conditions)"
+            )
         )
 
 
@@ -339,10 +388,26 @@ def demo(
             render_reports(result, loaded.policy.outputs.formats), loaded.policy.outputs.dir
         )
         typer.echo(summary_text(result, written))
-        typer.echo(f"mia-audit run {policy_path} would exit {result.exit_code}")
+        typer.echo(printable(f"mia-audit run {policy_path} would exit {result.exit_code}"))
         raise typer.Exit(EXIT_PASS)
 
 
 def main() -> None:
     """Console-script entry point (usage errors exit 2, like every invalid input)."""
+    _keep_home_clean()
     app()
+
+
+def _keep_home_clean() -> None:
+    """Nothing is written under the user's home, and nothing is sent anywhere.
+
+    onnxruntime otherwise keeps a telemetry device id and event store in
+    ~/.cache/Microsoft/DeveloperTools (and may upload events); matplotlib caches its font list
+    in ~/.cache/matplotlib. Both read these variables when first imported, which happens later,
+    inside the commands. A matplotlib folder the user chose (MPLCONFIGDIR) is kept.
+    """
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+    if not os.environ.get("MPLCONFIGDIR"):
+        folder = tempfile.mkdtemp(prefix="mia-audit-matplotlib-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ["MPLCONFIGDIR"] = folder

@@ -101,8 +101,13 @@ def predict(
     advance: Advance | None = None,
     notify: Notify | None = None,
 ) -> np.ndarray:
-    """Logits of shape (len(views), n, C), float32. Halves the batch on out-of-memory."""
-    batch_size = classifier.fixed_batch_size or batch_size
+    """Logits of shape (len(views), n, C), float32. Halves the batch on out-of-memory.
+
+    A model with a fixed batch size gets chunks of a multiple of it, split by `_run_padded`.
+    """
+    fixed = classifier.fixed_batch_size
+    if fixed is not None:
+        batch_size = max(fixed, batch_size - batch_size % fixed)
     outputs: list[list[np.ndarray]] = [[] for _ in views]
     start = 0
     while start < len(images):
@@ -121,7 +126,13 @@ def predict(
 
 
 def _smaller_batch(classifier: Classifier, batch_size: int, notify: Notify | None) -> int:
-    if classifier.fixed_batch_size is not None or batch_size == 1:
+    fixed = classifier.fixed_batch_size
+    if fixed is not None:  # every call runs `fixed` images: a smaller chunk would not help
+        raise AuditError(
+            f"out of memory on {classifier.device} at the model's fixed batch size {fixed}; "
+            "use runtime.device: cpu, or export the model with a smaller or dynamic batch"
+        )
+    if batch_size == 1:
         raise AuditError(
             f"out of memory on {classifier.device} even at batch size {batch_size}; "
             "use runtime.device: cpu or a smaller model"
@@ -144,18 +155,29 @@ def _predict_chunk(
 
 
 def _run_padded(classifier: Classifier, batch: np.ndarray) -> np.ndarray:
-    """Run a batch; models with a fixed batch size get the last batch padded."""
+    """Run a batch of any size. A model exported with a fixed batch size (`torch.onnx.export`
+    without `dynamic_axes` fixes it to the example's) gets it split into pieces of that size,
+    the last one padded with copies of its last image; the padding's outputs are dropped."""
     fixed = classifier.fixed_batch_size
-    if fixed is None or len(batch) == fixed:
-        return _checked(classifier(batch))
-    padding = np.repeat(batch[-1:], fixed - len(batch), axis=0)
-    return _checked(classifier(np.concatenate([batch, padding])))[: len(batch)]
+    if fixed is None:
+        return _checked(classifier(batch), len(batch))
+    pieces = []
+    for start in range(0, len(batch), fixed):
+        piece = batch[start : start + fixed]
+        short = fixed - len(piece)
+        if short:
+            piece = np.concatenate([piece, np.repeat(piece[-1:], short, axis=0)])
+        pieces.append(_checked(classifier(piece), fixed)[: fixed - short])
+    return np.concatenate(pieces)
 
 
-def _checked(logits: np.ndarray) -> np.ndarray:
-    if logits.ndim != 2:
+def _checked(logits: np.ndarray, rows: int) -> np.ndarray:
+    """The model's outputs for `rows` images, refused unless they are (rows, classes) and finite:
+    outputs of the wrong length would pair logits with the wrong images' labels."""
+    if logits.ndim != 2 or len(logits) != rows:
         raise ModelError(
-            f"the model returned outputs of shape {logits.shape}; expected (batch, classes) logits"
+            f"the model returned outputs of shape {logits.shape} for {rows} images; expected "
+            f"({rows}, classes) logits"
         )
     if not np.isfinite(logits).all():
         raise ModelError(
@@ -163,6 +185,29 @@ def _checked(logits: np.ndarray) -> np.ndarray:
             "preprocessing (mean/std) it expects"
         )
     return np.asarray(logits, dtype=np.float32)
+
+
+#: How far a row of outputs may sum from 1 and still read as probabilities (float32 softmax).
+_PROBABILITY_TOLERANCE = 1e-3
+
+
+def output_notes(logits: np.ndarray) -> list[str]:
+    """Notes on what the model's outputs look like, from every audited sample's outputs.
+
+    The attacks read logits. A model exported with its softmax outputs probabilities instead:
+    every row non-negative and summing to 1. Their softmax is then nearly flat, which can weaken
+    the attacks, so the report says so.
+    """
+    outputs = np.asarray(logits, dtype=np.float64)
+    if outputs.size == 0 or (outputs < 0).any():
+        return []
+    if not np.allclose(outputs.sum(axis=-1), 1.0, rtol=0.0, atol=_PROBABILITY_TOLERANCE):
+        return []
+    return [
+        "model outputs look like probabilities (every row is non-negative and sums to 1), "
+        "not logits: the attacks read them as logits, which can weaken them; export the model "
+        "without its final softmax"
+    ]
 
 
 @dataclass(frozen=True)

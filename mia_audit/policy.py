@@ -201,6 +201,18 @@ class Preconditions(StrictModel):
         ),
     )
 
+    def relaxed(self) -> list[str]:
+        """The checks this policy loosens beyond the defaults, as `preconditions.<key>`."""
+        default = Preconditions()
+        loosened = [
+            key
+            for key in ("allow_small_audit", "allow_weak_target")
+            if getattr(self, key) and not getattr(default, key)
+        ]
+        if self.max_shared_fraction > default.max_shared_fraction:
+            loosened.append("max_shared_fraction")
+        return [f"preconditions.{key}" for key in loosened]
+
 
 def _scalar_limit(value: Any) -> Any:
     return (

@@ -89,6 +89,16 @@ class ReferenceFit(ResultModel):
     sets: list[ReferenceSetFit]
 
 
+class FactoryInfo(ResultModel):
+    """A `module:function` factory the policy named: code the policy can make mia-audit run."""
+
+    field: str = Field(description="The policy key naming it (model.architecture, ...).")
+    name: str = Field(description="`module:function` as written.")
+    path: str | None = Field(None, description="The module's file (None if not found).")
+    sha256: str | None = Field(None, description="sha256 of that file.")
+    imported: bool = Field(description="Whether this run imported the module (ran its code).")
+
+
 class DataSource(ResultModel):
     path: str
     sha256: str
@@ -271,6 +281,13 @@ class Result(ResultModel):
     gate: GateResult
     environment: Environment
     baseline: BaselineInfo | None = None
+    factories: list[FactoryInfo] = Field(
+        [],
+        description=(
+            "Every `module:function` factory the policy named, with its file and hash: the "
+            "only code a policy can make mia-audit run."
+        ),
+    )
     timings: dict[str, float] = Field(description="Seconds per phase.")
     notes: list[str] = []
     references: ReferenceFit | None = Field(

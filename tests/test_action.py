@@ -146,7 +146,8 @@ def test_summary_is_appended(passing: StepRun) -> None:
 
 def test_action_adds_its_formats_to_the_policys(passing: StepRun) -> None:
     written = sorted(p.name for p in passing.out_dir.iterdir())
-    assert written == ["junit.xml", "report.html", "result.json", "summary.md"]
+    manifest = ".mia-audit-outputs.json"  # which files this run wrote (see reports/folder.py)
+    assert written == [manifest, "junit.xml", "report.html", "result.json", "summary.md"]
 
 
 def test_failing_policy(failing: StepRun) -> None:
@@ -218,7 +219,8 @@ def action_yml() -> dict[str, Any]:
 def test_action_yml_inputs_and_outputs(action_yml: dict[str, Any]) -> None:
     assert action_yml["runs"]["using"] == "composite"
     assert set(action_yml["inputs"]) == {
-        "policy", "package", "python-version", "device", "output-dir", "pip-args"
+        "policy", "package", "python-version", "device", "output-dir", "pip-args",
+        "max-auc", "max-tpr-at-fpr",
     }  # fmt: skip
     assert action_yml["inputs"]["package"]["default"] == "mia-audit"
     written = set(action.step_outputs(0, Path("/nonexistent"), None))
@@ -234,7 +236,11 @@ def test_action_yml_scripts_take_inputs_only_from_env(action_yml: dict[str, Any]
     assert all(step["shell"] == "bash" for step in scripts)
     audit = next(step for step in steps if step.get("id") == "audit")
     assert audit["run"].strip() == "python -m mia_audit.action"
-    assert set(audit["env"]) == {"MIA_POLICY", "MIA_OUTPUT_DIR", "MIA_DEVICE"}
+    assert set(audit["env"]) == {
+        "MIA_POLICY", "MIA_OUTPUT_DIR", "MIA_DEVICE", "MIA_MAX_AUC", "MIA_MAX_TPR_AT_FPR"
+    }  # fmt: skip
+    assert audit["env"]["MIA_MAX_AUC"] == "${{ inputs.max-auc }}"
+    assert audit["env"]["MIA_MAX_TPR_AT_FPR"] == "${{ inputs.max-tpr-at-fpr }}"
     assert any(step.get("uses", "").startswith("actions/setup-python@") for step in steps)
 
 
@@ -250,3 +256,43 @@ def test_readme_workflow_uses_the_action_cache_and_artifact() -> None:
     assert upload["with"]["archive"] is False
     assert upload["with"]["path"] == "${{ steps.audit.outputs.report-html }}"
     assert upload["if"].startswith("always()")  # the report matters most when the gate fails
+
+
+# --- the gate floor: limits in the workflow file, which the policy may only tighten ----------
+
+
+def test_floor_refuses_a_policy_the_pull_request_loosened(workspace: Path) -> None:
+    """lenient.yaml passes on its own (test_passing_policy); with the workflow's floor it is
+    refused before anything runs, so the leaking target cannot pass through it."""
+    run = run_step(workspace, "model/lenient.yaml", "reports/floored", MIA_MAX_AUC="0.6")
+    assert run.code == 2, run.stderr
+    (line,) = run.stderr.splitlines()
+    assert line.startswith("error: gate.max_auc: max 0.99 is looser than the workflow's floor")
+    assert "(--floor-max-auc 0.6)" in line
+    assert run.outputs["passed"] == "false" and run.outputs["result-json"] == ""
+    assert not (workspace / "reports" / "floored" / "result.json").exists()
+
+
+def test_floor_lets_a_stricter_policy_run_and_says_so(workspace: Path) -> None:
+    run = run_step(
+        workspace, "model/strict.yaml", "reports/floor-ok", MIA_MAX_AUC="0.6",
+        MIA_MAX_TPR_AT_FPR="",
+    )  # fmt: skip
+    assert run.code == 1, run.stderr
+    result = Result.model_validate_json((run.out_dir / "result.json").read_bytes())
+    assert "gate floor from the command line: AUC <= 0.6; the policy's gate is at least as " \
+        "strict" in result.notes  # fmt: skip
+
+
+def test_floor_inputs_become_options() -> None:
+    inputs = action.read_inputs(
+        {
+            "MIA_POLICY": "p.yaml",
+            "MIA_MAX_AUC": " 0.6 ",
+            "MIA_MAX_TPR_AT_FPR": "0.05:0.1,\n0.01:0.02",
+        }
+    )
+    command = action.audit_command(inputs, ["json"])
+    assert command[command.index("--floor-max-auc") + 1] == "0.6"
+    floors = [command[i + 1] for i, arg in enumerate(command) if arg == "--floor-max-tpr-at-fpr"]
+    assert floors == ["0.05:0.1", "0.01:0.02"]

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import copy
 import shutil
+import struct
 import subprocess
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +119,8 @@ class Expected:
     exit_code: int
     #: Substrings the one error line must contain (field names, file names, advice).
     mentions: tuple[str, ...]
+    #: Extra command-line arguments for `mia-audit run` (e.g. a gate floor).
+    args: tuple[str, ...] = ()
 
 
 Builder = Callable[[Case], Expected]
@@ -341,6 +346,176 @@ def data_is_not_data(case: Case) -> Expected:
     return Expected(EXIT_INVALID, ("data.members", "members.npz", "not a readable .npz"))
 
 
+def png_bytes_of_zeros(width: int, height: int) -> bytes:
+    """A valid 1-bit greyscale PNG of width x height black pixels: a few KiB that decode to
+    width x height bytes (Pillow converts to 8-bit), written row by row without holding the
+    image in memory."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the packed pixels
+    compressor = zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def image_folder_with(case: Case, name: str, content: bytes) -> Path:
+    """members/0 holds a real digit, members/1 the given PNG."""
+    from PIL import Image
+
+    folder = case.directory / "members"
+    (folder / "0").mkdir(parents=True)
+    (folder / "1").mkdir()
+    Image.fromarray(case.load_npz("members.npz")["x"][0]).save(folder / "0" / "digit.png")
+    (folder / "1" / name).write_bytes(content)
+    return folder
+
+
+def png_decompression_bomb(case: Case) -> Expected:
+    """20000 x 20000 pixels (over twice Pillow's MAX_IMAGE_PIXELS: its DecompressionBombError)."""
+    folder = image_folder_with(case, "bomb.png", png_bytes_of_zeros(20_000, 20_000))
+    case.document["data"]["members"] = str(folder)
+    case.write_policy()
+    return Expected(EXIT_INVALID, ("data.members", "bomb.png", "too large to decode"))
+
+
+def png_over_pillow_limit(case: Case) -> Expected:
+    """10000 x 10000 pixels: over MAX_IMAGE_PIXELS, under twice it (Pillow only warns)."""
+    folder = image_folder_with(case, "huge.png", png_bytes_of_zeros(10_000, 10_000))
+    case.document["data"]["members"] = str(folder)
+    case.write_policy()
+    return Expected(EXIT_INVALID, ("data.members", "huge.png", "too large to decode"))
+
+
+def npz_larger_than_memory(case: Case) -> Expected:
+    """x.npy's header says 10^9 images of 32x32x3 bytes (3.1 TB); its data stops after ten.
+    Only a check of the header, before loading, can name that size."""
+    arrays = case.load_npz("members.npz")
+    path = case.directory / "huge.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        with archive.open("x.npy", "w") as handle:
+            header = {"descr": "|u1", "fortran_order": False, "shape": (10**9, 32, 32, 3)}
+            np.lib.format.write_array_header_1_0(handle, header)
+            handle.write(arrays["x"][:10].tobytes())
+        for key in ("y", "ids"):
+            with archive.open(f"{key}.npy", "w") as handle:
+                np.lib.format.write_array(handle, arrays[key])
+    case.document["data"]["members"] = str(path)
+    case.write_policy()
+    return Expected(EXIT_INVALID, ("data.members", "huge.npz", "3.1 TB", "'x'", "available"))
+
+
+def class_threshold_too_few_samples(case: Case) -> Expected:
+    case.document["data"]["max_per_side"] = 4
+    case.document["attacks"] = ["loss", "class_threshold"]  # 5 folds
+    case.write_policy()
+    return Expected(
+        EXIT_INVALID, ("attacks[1]", "'class_threshold'", "at least 5 members", "has 4 and 4")
+    )
+
+
+def learned_too_few_samples(case: Case) -> Expected:
+    """5 folds of 7 leave 5 per side to train on; early stopping needs 6."""
+    case.document["data"]["max_per_side"] = 7
+    case.document["attacks"] = ["loss", {"name": "learned"}]
+    case.write_policy()
+    return Expected(EXIT_INVALID, ("attacks[1]", "'learned'", "at least 8 members", "has 7 and 7"))
+
+
+def onnx_with_external_data(case: Case) -> Path:
+    import onnx
+
+    model = onnx.load(str(case.base.path("target.onnx")))
+    path = case.directory / "external.onnx"
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+    case.document["model"]["path"] = str(path)
+    case.write_policy()
+    return case.directory / "weights.bin"
+
+
+def onnx_external_data_missing(case: Case) -> Expected:
+    onnx_with_external_data(case).unlink()
+    return Expected(
+        EXIT_INVALID, ("model.path", "external.onnx", "'weights.bin'", "missing", "next to")
+    )
+
+
+def onnx_external_data_truncated(case: Case) -> Expected:
+    weights = onnx_with_external_data(case)
+    weights.write_bytes(weights.read_bytes()[:1_000_000])
+    return Expected(EXIT_INVALID, ("model.path", "'weights.bin'", "1000000 bytes", "truncated"))
+
+
+# --- gate floor (from the workflow: `--floor-*` options) ----------------------------------------
+
+
+def floor_looser_auc(case: Case) -> Expected:
+    case.write_policy()  # gate.max_auc: 0.6
+    return Expected(
+        EXIT_INVALID,
+        ("gate.max_auc", "max 0.6", "--floor-max-auc 0.55", "0.55 or lower"),
+        args=("--floor-max-auc", "0.55"),
+    )
+
+
+def floor_missing_tpr(case: Case) -> Expected:
+    case.write_policy()  # no TPR condition
+    return Expected(
+        EXIT_INVALID,
+        ("gate.max_tpr_at_fpr", "missing", "'tpr_at_fpr@0.05'", "--floor-max-tpr-at-fpr 0.05:0.1"),
+        args=("--floor-max-tpr-at-fpr", "0.05:0.1"),
+    )
+
+
+def floor_scoped_to_one_attack(case: Case) -> Expected:
+    case.document["attacks"] = ["loss", "confidence"]
+    case.document["gate"] = {"max_auc": {"max": 0.5, "attacks": ["loss"]}}
+    case.write_policy()
+    return Expected(
+        EXIT_INVALID,
+        ("gate.max_auc.attacks", "'confidence'", "every attack"),
+        args=("--floor-max-auc", "0.6"),
+    )
+
+
+#: An unexpired waiver within the year a waiver may run.
+WAIVER_EXPIRES = (datetime.now(timezone.utc).date() + timedelta(days=300)).isoformat()
+
+
+def floor_waived_by_suppression(case: Case) -> Expected:
+    case.document["gate"] = {
+        "max_auc": 0.5,
+        "suppressions": [{"condition": "auc", "reason": "trust me", "expires": WAIVER_EXPIRES}],
+    }
+    case.write_policy()
+    return Expected(
+        EXIT_INVALID,
+        ("gate.suppressions[0]", "'auc'", "remove the suppression"),
+        args=("--floor-max-auc", "0.6"),
+    )
+
+
+def floor_malformed(case: Case) -> Expected:
+    case.write_policy()
+    return Expected(
+        EXIT_INVALID,
+        ("--floor-max-tpr-at-fpr", "'0.05'", "FPR:MAX"),
+        args=("--floor-max-tpr-at-fpr", "0.05"),
+    )
+
+
 CASES: dict[str, Builder] = {
     "broken-yaml": broken_yaml,
     "unknown-key": unknown_key,
@@ -365,6 +540,18 @@ CASES: dict[str, Builder] = {
     "torch-pickled-object": torch_pickled_object,
     "different-image-shapes": different_image_shapes,
     "corrupt-npz": data_is_not_data,
+    "png-decompression-bomb": png_decompression_bomb,
+    "png-over-pillow-limit": png_over_pillow_limit,
+    "npz-larger-than-memory": npz_larger_than_memory,
+    "class-threshold-too-few-samples": class_threshold_too_few_samples,
+    "learned-too-few-samples": learned_too_few_samples,
+    "onnx-external-data-missing": onnx_external_data_missing,
+    "onnx-external-data-truncated": onnx_external_data_truncated,
+    "floor-looser-auc": floor_looser_auc,
+    "floor-missing-tpr": floor_missing_tpr,
+    "floor-scoped-to-one-attack": floor_scoped_to_one_attack,
+    "floor-waived-by-suppression": floor_waived_by_suppression,
+    "floor-malformed": floor_malformed,
 }
 
 
@@ -417,7 +604,7 @@ def outcomes(
     results: dict[str, Outcome | BaseException] = {}
     with ThreadPoolExecutor(max_workers=PARALLEL_RUNS) as pool:
         futures = {
-            name: pool.submit(run_cli, "run", item[0].policy, *RUNS[name][1])
+            name: pool.submit(run_cli, "run", item[0].policy, *RUNS[name][1], *item[1].args)
             for name, item in prepared.items()
             if not isinstance(item, BaseException)
         }

@@ -153,3 +153,38 @@ def test_byte_string_ids_that_are_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
     np.savez(path, x=IMAGES[:2], y=LABELS[:2], ids=np.array([b"a", b"\xff"]))
     assert load(path).ids.tolist() == ["a", "\\xff"]
+
+
+def test_npz_array_bytes_read_from_headers_match_the_arrays(tmp_path: Path) -> None:
+    """The sizes the memory check uses, from headers only, equal the loaded arrays' sizes, for
+    compressed and stored members; a member that is not .npy counts its stored size."""
+    import zipfile
+
+    from mia_audit.data.formats import npz_array_bytes
+
+    arrays = {"x": IMAGES.astype(np.float32), "y": LABELS, "ids": np.array(["a", "bb", "c"])}
+    for save in (np.savez, np.savez_compressed):
+        path = tmp_path / f"{save.__name__}.npz"
+        save(path, **arrays)
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr("class_names", b"raw bytes, not an array")
+        sizes = npz_array_bytes(path, ["x", "y", "ids", "class_names"])
+        with np.load(path) as loaded:
+            assert sizes == {
+                "x": loaded["x"].nbytes,
+                "y": loaded["y"].nbytes,
+                "ids": loaded["ids"].nbytes,
+                "class_names": len(loaded["class_names"]),
+            }
+
+
+def test_available_memory_is_at_most_memavailable() -> None:
+    from mia_audit.resources import available_memory, size_text
+
+    available = available_memory()
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        line = next(x for x in meminfo.read_text().splitlines() if x.startswith("MemAvailable:"))
+        assert available is not None
+        assert 0 < available <= int(line.split()[1]) * 1024 * 1.05  # it moves while we read
+    assert size_text(512) == "512 B" and size_text(3_072_000_000_000) == "3.1 TB"

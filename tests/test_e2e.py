@@ -122,7 +122,8 @@ def test_every_requested_format_written(
 ) -> None:
     _, result, _ = audits["onnx-loose"]
     out = Path(result["policy"]["path"]).parent / "out-onnx-loose"
-    assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "result.json", "summary.md"]
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [".mia-audit-outputs.json", "junit.xml", "result.json", "summary.md"]
     assert "PASS" in (out / "summary.md").read_text()
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mia_audit.reports.folder import MANIFEST
 from tests.conftest import DigitsTarget, RunCli
 
 FORMATS = ["json", "html", "markdown", "junit"]
@@ -41,7 +42,7 @@ def run_dir(
 def test_rerendered_reports_match_the_run(run_dir: Path, run_cli: RunCli, tmp_path: Path) -> None:
     completed = run_cli("render", run_dir / "result.json", "--output-dir", tmp_path / "again")
     assert completed.returncode == 0, completed.stderr
-    written = sorted(p.name for p in (tmp_path / "again").iterdir())
+    written = sorted(p.name for p in (tmp_path / "again").iterdir() if p.name != MANIFEST)
     assert written == ["junit.xml", "report.html", "summary.md"]  # the default formats
     for name in written:
         assert (tmp_path / "again" / name).read_bytes() == (run_dir / name).read_bytes(), name
@@ -52,7 +53,7 @@ def test_chosen_formats_only(run_dir: Path, run_cli: RunCli, tmp_path: Path) -> 
     result_json = run_dir / "result.json"
     completed = run_cli("render", result_json, "-f", "json", "-f", "markdown", "-o", tmp_path)
     assert completed.returncode == 0, completed.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json", "summary.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "result.json", "summary.md"]
     assert (tmp_path / "result.json").read_bytes() == (run_dir / "result.json").read_bytes()
 
 

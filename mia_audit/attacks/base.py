@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mia_audit.attacks.registry import AttackConfig
+from mia_audit.errors import InputError
 from mia_audit.queries import View
 
 
@@ -75,3 +76,20 @@ class Attack(ABC):
 
     def parameters(self) -> dict[str, Any]:
         return self.config.model_dump(mode="json", exclude={"name", "id"})
+
+    def samples_needed(self) -> int:
+        """Members, and non-members, the audit set needs at least for this attack to run."""
+        return 1
+
+
+def check_attack_data(attacks: Sequence[Attack], n_members: int, n_non_members: int) -> None:
+    """Refuse (exit 2, before any inference) an audit set too small for one of the attacks."""
+    for index, attack in enumerate(attacks):
+        needed = attack.samples_needed()
+        if min(n_members, n_non_members) < needed:
+            raise InputError(
+                f"attacks[{index}]: {attack.config.label!r} needs at least {needed} members and "
+                f"{needed} non-members (its cross-fitting folds each train on the others), but "
+                f"the audit set has {n_members} and {n_non_members}; add data, lower the "
+                "attack's `folds`, or remove it"
+            )

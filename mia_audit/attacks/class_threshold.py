@@ -83,3 +83,9 @@ class ClassThresholdAttack(Attack):
             offsets = np.array([thresholds.get(int(c), fallback) for c in context.labels[test]])
             scores[test] = values[test] - offsets
         return AttackOutput(scores=scores, parameters=self.parameters())
+
+    def samples_needed(self) -> int:
+        """Every fold needs a member and a non-member to test, and the others to fit on."""
+        config = self.config
+        assert isinstance(config, ClassThresholdConfig)
+        return config.folds

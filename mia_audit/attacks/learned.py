@@ -8,6 +8,7 @@ folds, so the attack never grades its own training data.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -78,6 +79,11 @@ def logit_features(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.column_stack([*columns, top_p])
 
 
+#: Classifiers that hold out a stratified 10 % of their training set for early stopping.
+_EARLY_STOPPING = frozenset({"gradient_boosting", "mlp"})
+_EARLY_STOPPING_PER_SIDE = 6
+
+
 def _classifier(model: str, random_state: int) -> Any:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
@@ -118,6 +124,22 @@ class LearnedAttack(Attack):
             classifier.fit(features[train], context.is_member[train])
             scores[test] = classifier.predict_proba(features[test])[:, 1]
         return AttackOutput(scores=scores, parameters=self.parameters())
+
+    def samples_needed(self) -> int:
+        """Per side, so that every fold's training set suits the classifier.
+
+        The smallest training set keeps n - ceil(n / folds) of each side. Gradient boosting
+        and the MLP hold out a stratified 10 % of it for early stopping, which needs two
+        samples (one per class): at least 11 to train on, so 6 of each side.
+        """
+        config = self.config
+        assert isinstance(config, LearnedConfig)
+        if config.model not in _EARLY_STOPPING:
+            return config.folds
+        needed = config.folds
+        while needed - math.ceil(needed / config.folds) < _EARLY_STOPPING_PER_SIDE:
+            needed += 1
+        return needed
 
     def features(self, context: AttackContext) -> np.ndarray:
         config = self.config

@@ -7,13 +7,15 @@ weights_only=True.
 
 from __future__ import annotations
 
+import math
 import pickle
 import types
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -69,14 +71,76 @@ def _load_npz(path: Path, allow_pickle: bool, source: str) -> ImageSet:
         )
     try:
         with np.load(path, allow_pickle=allow_pickle) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+            # Only the arrays this tool reads are loaded: other members cost nothing.
+            keys = [key for key in archive.files if key in _NPZ_KEYS]
+            _check_fits_in_memory(npz_array_bytes(path, keys), source)
+            arrays = {key: archive[key] for key in keys}
+            present = list(archive.files)
     except ValueError as error:
         if "allow_pickle" in str(error):
             raise _pickle_refused(source, "data.allow_pickle") from None
         raise InputError(f"{source}: not a readable .npz file ({_first_line(error)})") from None
     except _DAMAGED_ZIP as error:
         raise InputError(f"{source}: not a readable .npz file ({_first_line(error)})") from None
-    return _from_mapping(arrays, source)
+    return _from_mapping(arrays, source, present)
+
+
+#: The .npz members `_from_mapping` reads.
+_NPZ_KEYS = frozenset({*_IMAGE_KEYS, *_LABEL_KEYS, "class_names", "ids", "membership"})
+
+
+def npz_array_bytes(path: Path, keys: list[str]) -> dict[str, int]:
+    """Bytes each named array of an .npz will take in memory, from the .npy headers alone
+    (nothing is decompressed beyond them). A member whose header cannot be read is left out:
+    loading it fails with its own error."""
+    sizes: dict[str, int] = {}
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        for key in keys:
+            member = f"{key}.npy" if f"{key}.npy" in names else key
+            with archive.open(member) as handle:
+                header = _npy_header(handle)
+            if header is not None:
+                shape, dtype = header
+                sizes[key] = math.prod(shape) * dtype.itemsize
+            elif not member.endswith(".npy"):  # numpy returns a non-.npy member's raw bytes
+                sizes[key] = archive.getinfo(member).file_size
+    return sizes
+
+
+def _npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any]] | None:
+    """(shape, dtype) from the start of an .npy stream, or None if it is not one."""
+    from numpy.lib import format as npy
+
+    try:
+        version = npy.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = npy.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = npy.read_array_header_2_0(handle)
+        else:  # 3.0 (UTF-8 field names) has no public reader
+            shape, _, dtype = npy._read_array_header(handle, version)  # type: ignore[attr-defined]
+    except (ValueError, OSError, EOFError, *_DAMAGED_ZIP):
+        return None
+    return tuple(int(n) for n in shape), np.dtype(dtype)
+
+
+def _check_fits_in_memory(sizes: dict[str, int], source: str) -> None:
+    """Refuse arrays that would not fit in the memory left, before loading them: otherwise a
+    small compressed file can decompress into more memory than the machine has, and the
+    kernel kills the process with no message."""
+    from mia_audit.resources import available_memory, size_text
+
+    needed = sum(sizes.values())
+    available = available_memory()
+    if available is None or needed <= available:
+        return
+    largest = max(sizes, key=lambda key: sizes[key])
+    raise InputError(
+        f"{source}: its arrays need {size_text(needed)} of memory ({largest!r}: "
+        f"{size_text(sizes[largest])}), more than the {size_text(available)} available; "
+        "split the data into smaller files, or run on a machine with more memory"
+    )
 
 
 #: What a damaged zip archive raises while a member is read: a bad header or CRC, corrupt
@@ -93,13 +157,18 @@ def _pickle_refused(source: str, key: str) -> InputError:
     )
 
 
-def _from_mapping(arrays: dict[str, Any], source: str) -> ImageSet:
+def _from_mapping(
+    arrays: dict[str, Any], source: str, present: list[str] | None = None
+) -> ImageSet:
+    """An image set from named arrays; `present`: every name the file holds (for the message
+    when images or labels are missing), default the names of `arrays`."""
     images = _first(arrays, _IMAGE_KEYS)
     labels = _first(arrays, _LABEL_KEYS)
     if images is None or labels is None:
+        found = sorted(present if present is not None else arrays)
         raise InputError(
             f"{source}: needs arrays 'x' (images) and 'y' (labels); found "
-            f"{', '.join(sorted(arrays)) or 'none'}"
+            f"{', '.join(found) or 'none'}"
         )
     names = arrays.get("class_names")
     class_names = (
@@ -267,9 +336,18 @@ def _read_image(file: Path, source: str) -> np.ndarray:
             "remove it or move it out of the folder"
         )
     try:
-        with Image.open(file) as image:
-            mode = "L" if image.mode in ("L", "1", "I;16", "I") else "RGB"
-            return np.asarray(image.convert(mode))
+        with warnings.catch_warnings():
+            # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that: both are
+            # decompression bombs here (a few KiB of PNG that decode to gigabytes).
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                mode = "L" if image.mode in ("L", "1", "I;16", "I") else "RGB"
+                return np.asarray(image.convert(mode))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise InputError(
+            f"{source}: image {file} is too large to decode ({_first_line(error)}); "
+            "resize it or remove it from the folder"
+        ) from None
     except (UnidentifiedImageError, OSError) as error:
         raise InputError(f"{source}: cannot read image {file} ({error})") from None
 

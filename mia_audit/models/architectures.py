@@ -14,6 +14,9 @@ from mia_audit.errors import InputError
 if TYPE_CHECKING:
     from torch import nn
 
+    from mia_audit.policy import Policy
+    from mia_audit.result import FactoryInfo
+
 
 def is_factory(name: str) -> bool:
     return ":" in name
@@ -92,6 +95,59 @@ def load_factory(spec: str, search_path: Path | None, field: str) -> Callable[..
     if not callable(function):
         raise InputError(f"{field}: module {module_name!r} has no function {function_name!r}")
     return function  # type: ignore[no-any-return]
+
+
+def named_factories(policy: Policy, search_path: Path | None) -> list[FactoryInfo]:
+    """Every `module:function` factory the policy names, with the module's file and its hash.
+
+    A module this run imported is described by the file it was imported from; one it did not
+    (e.g. model.architecture of an ONNX target without reference models) is looked up on the
+    same search path without importing it, so recording it runs nothing.
+    """
+    from mia_audit.hashing import file_sha256
+    from mia_audit.result import FactoryInfo
+
+    named = {
+        "model.architecture": policy.model.architecture,
+        "reference_training.architecture": policy.reference_training.architecture,
+    }
+    factories = []
+    for field, name in named.items():
+        if name is None or not is_factory(name):
+            continue
+        module_name = name.partition(":")[0]
+        imported = module_name in sys.modules
+        source = _module_file(module_name, search_path)
+        factories.append(
+            FactoryInfo(
+                field=field,
+                name=name,
+                path=None if source is None else str(source),
+                sha256=None if source is None else file_sha256(source),
+                imported=imported,
+            )
+        )
+    return factories
+
+
+def _module_file(module_name: str, search_path: Path | None) -> Path | None:
+    """The file a module was imported from, else the one importing it would load."""
+    module = sys.modules.get(module_name)
+    if module is not None:
+        loaded = getattr(module, "__file__", None)
+        return Path(loaded) if loaded else None
+    from importlib.machinery import PathFinder
+
+    paths = [*([str(search_path)] if search_path is not None else []), *sys.path]
+    parts = module_name.split(".")
+    spec = None
+    for depth in range(1, len(parts) + 1):
+        spec = PathFinder.find_spec(".".join(parts[:depth]), paths)
+        if spec is None:
+            return None
+        paths = list(spec.submodule_search_locations or [])
+    origin = spec.origin if spec is not None else None
+    return Path(origin) if origin and Path(origin).is_file() else None
 
 
 def _use_cifar_stem(model: nn.Module, name: str, field: str) -> None:

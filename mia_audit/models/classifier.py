@@ -7,7 +7,9 @@ lazily so that the CLI starts fast.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -118,9 +120,12 @@ def onnx_classifier(path: str, device: str, field: str) -> OnnxClassifier:
     """An onnxruntime session; the CUDA provider only when a GPU is really in use."""
     import onnxruntime as ort
 
-    ort.set_default_logger_severity(3)
+    ort.disable_telemetry_events()  # the CLI also sets ORT_DISABLE_TELEMETRY before import
+    # Fatal only: errors come back as exceptions, which the caller turns into one line; logged
+    # too, they would print a second, unescaped one (names from the model file included).
+    ort.set_default_logger_severity(4)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4
     # Idle onnxruntime threads otherwise spin and starve the attacks that run next.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
@@ -131,6 +136,9 @@ def onnx_classifier(path: str, device: str, field: str) -> OnnxClassifier:
     try:
         session = ort.InferenceSession(path, sess_options=options, providers=providers)
     except Exception as error:  # InvalidProtobuf, Fail, ...: onnxruntime's own types
+        problem = external_data_problem(Path(path))
+        if problem is not None:
+            raise InputError(f"{where}: {problem}") from None
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(
             f"{where}: not a valid ONNX model ({message}); the file may be truncated or "
@@ -138,6 +146,58 @@ def onnx_classifier(path: str, device: str, field: str) -> OnnxClassifier:
         ) from None
     used = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
     return _describe_onnx_input(session, used, where)
+
+
+def external_data_problem(path: Path) -> str | None:
+    """Why an ONNX model's external data (weights saved beside it, `location` in the model)
+    cannot be read, or None when that is not the problem. Called after onnxruntime refused
+    the model, whose message would not say which file is missing."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not parseable at all: onnxruntime's message says so
+        return None
+    folder = path.resolve().parent
+    for tensor in _onnx_tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        location = entries.get("location", "")
+        if Path(location).is_absolute() or ".." in Path(location).parts:
+            return (
+                f"its weights name external data outside the model's folder ({location!r}); "
+                "export the model with its weights inside it, or beside it"
+            )
+        data = folder / location
+        if not data.is_file():
+            return (
+                f"its weights are stored in a separate file, {location!r}, which is missing "
+                f"(looked for {data}); copy that file next to the model, or export the model "
+                "with its weights inside it"
+            )
+        needed = int(entries.get("offset", "0") or 0) + int(entries.get("length", "0") or 0)
+        if data.stat().st_size < needed:
+            return (
+                f"its external data file {location!r} holds {data.stat().st_size} bytes but "
+                f"tensor {tensor.name!r} needs {needed}: the file is truncated; copy it again"
+            )
+    return None
+
+
+def _onnx_tensors(graph: Any) -> Iterator[Any]:
+    """Every tensor of a graph that can hold weights: initializers and constants, subgraphs
+    included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _onnx_tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _onnx_tensors(subgraph)
 
 
 _ONNX_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}

@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mia_audit._atomic import atomic_write_bytes
 from mia_audit.result import Result
 
 Renderer = Callable[[Result], bytes]
@@ -54,11 +53,15 @@ def render_reports(result: Result, formats: Sequence[str]) -> dict[str, bytes]:
     return {report_format(name).filename: report_format(name).render(result) for name in formats}
 
 
-def write_reports(rendered: dict[str, bytes], out_dir: Path) -> list[Path]:
-    """Write each file atomically (temporary file, then rename)."""
-    paths = []
-    for filename, content in rendered.items():
-        path = out_dir / filename
-        atomic_write_bytes(path, content)
-        paths.append(path)
-    return paths
+def write_reports(
+    rendered: dict[str, bytes],
+    out_dir: Path,
+    *,
+    replace: bool = True,
+    on_complete: Callable[[], None] | None = None,
+) -> list[Path]:
+    """Write the rendered files into `out_dir` as one set (see `folder.write_report_set`):
+    `replace` for a run's whole set, False to add re-rendered files to the previous set."""
+    from mia_audit.reports.folder import write_report_set
+
+    return write_report_set(rendered, out_dir, replace=replace, on_complete=on_complete)

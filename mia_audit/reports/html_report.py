@@ -325,6 +325,16 @@ def provenance(result: Result) -> dict[str, list[tuple[str, str]]]:
         ]
     if result.gate.evaluated_on is not None:
         groups["Policy"].append(("suppressions checked on", f"{result.gate.evaluated_on} (UTC)"))
+    if result.factories:
+        groups["User code (factories the policy named)"] = [
+            (
+                f"{factory.field}: {factory.name}",
+                f"{factory.path or 'file not found'}"
+                + (f" (sha256 {factory.sha256})" if factory.sha256 else "")
+                + ("" if factory.imported else ", not imported in this run"),
+            )
+            for factory in result.factories
+        ]
     groups["Versions"] = list(env.versions.items())
     groups["Timings"] = [(phase, f"{seconds:.2f} s") for phase, seconds in result.timings.items()]
     groups["Timings"].append(("total", f"{sum(result.timings.values()):.2f} s"))

@@ -328,9 +328,32 @@ def _cap(text: str, limit: int) -> str:
     return head + note
 
 
+def factory_lines(result: Result) -> list[str]:
+    """The user code the policy made the tool run: never cut, so it is always in view."""
+    if not result.factories:
+        return []
+    lines = ["**User code named by the policy:**", ""]
+    for factory in result.factories:
+        where = escape(factory.path) if factory.path else "file not found"
+        digest = f", sha256 {escape(factory.sha256)}" if factory.sha256 else ""
+        imported = "" if factory.imported else " (not imported in this run)"
+        lines.append(
+            f"- {escape(factory.field)}: {escape(factory.name)} from {where}{digest}{imported}"
+        )
+    return [*lines, ""]
+
+
 @register_format("markdown", "summary.md")
 def render_markdown(result: Result) -> bytes:
-    body = [*verdict_lines(result), "", *conditions_lines(result), "", *attacks_lines(result), ""]
+    body = [
+        *verdict_lines(result),
+        "",
+        *factory_lines(result),
+        *conditions_lines(result),
+        "",
+        *attacks_lines(result),
+        "",
+    ]
     budget = MAX_BYTES - 1 - _size(body)
     details = details_lines(details_items(result), budget) if budget > 0 else []
     return _cap("\n".join([*body, *details]) + "\n", MAX_BYTES - 1).encode("utf-8")

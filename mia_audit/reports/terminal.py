@@ -1,10 +1,15 @@
-"""The few lines `mia-audit run` prints when it finishes."""
+"""The few lines `mia-audit run` prints when it finishes.
+
+Names in them come from the policy and the data (the policy name, attack ids, waiver reasons,
+paths): every line goes through `printable`, so none can break into a second line.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+from mia_audit._text import printable
 from mia_audit.result import Condition, Result, strongest_attack
 
 
@@ -33,7 +38,7 @@ def verdict_line(result: Result) -> str:
         detail = f"all {total} gate conditions hold"
     if waived:
         detail += f", {waived} failure{'s' if waived > 1 else ''} waived"
-    return f"{verdict} {result.policy.name}: {detail}"
+    return printable(f"{verdict} {result.policy.name}: {detail}")
 
 
 def summary_text(result: Result, written: Sequence[Path] = ()) -> str:
@@ -64,4 +69,4 @@ def summary_text(result: Result, written: Sequence[Path] = ()) -> str:
         lines.append(f"report: {report}")
     elif written:
         lines.append(f"outputs: {', '.join(str(p) for p in written)}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)

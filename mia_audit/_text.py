@@ -1,0 +1,40 @@
+"""Text from policies and data, made safe to print as one terminal or CI-log line.
+
+A policy `name`, an attack `id`, a waiver reason or a file name can hold anything. The GitHub
+Actions runner reads every log line for workflow commands: `::command::` at the start of a line
+(after leading spaces) and the legacy `##[command]` anywhere in it. Printed as is,
+`name: "x\\n::error::forged"` would raise a forged annotation, and `##[stop-commands]token` would
+silence the tool's own. Everything the CLI prints from such strings goes through `printable`.
+"""
+
+from __future__ import annotations
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: The legacy workflow-command prefix, which the runner finds anywhere in a line.
+_LEGACY_COMMAND = "##["
+
+
+def printable(text: str) -> str:
+    """`text` as exactly one line that no CI runner or terminal reads as a command.
+
+    Control and other non-printable characters are escaped Python-style (`\\n`, `\\x1b`,
+    `\\u2028`); `##[` becomes `##\\x5b`, and a line that would start with `::` starts with
+    `\\x3a:` instead.
+    """
+    if not text.isprintable():
+        text = "".join(char if char.isprintable() else _escape(char) for char in text)
+    text = text.replace(_LEGACY_COMMAND, "##\\x5b")
+    if text.lstrip(" ").startswith("::"):
+        text = text.replace(":", "\\x3a", 1)
+    return text
+
+
+def _escape(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
