@@ -575,6 +575,7 @@ class ReferenceModels:
         pending = {key: items for key, items in wanted.items() if not self._ready(key, items)}
         try:
             retrain = self._use_cached(pending)
+            self._publish_refusals()  # before what training and the fresh models' checks say
             self._train({key: self._task_of(key) for key in retrain})
             self._use_trained({key: pending[key] for key in retrain})
             self._predict_target_population()
