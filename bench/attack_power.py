@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import CIFAR_MEAN, CIFAR_STD, Timing, load_cifar10, machine_line, timed
 
 from mia_audit.progress import SilentProgress
-from mia_audit.training import TrainingData, TrainingJob, TrainingRecipe, train_models
+from mia_audit.references.settings import TrainingRecipe
+from mia_audit.references.training import TrainingData, TrainingJob, train_models
 
 FPRS = ("0.05", "0.01", "0.001")
 
@@ -221,9 +222,9 @@ def print_table(result: Any, phases: dict[str, Timing]) -> None:
 
 def main() -> None:
     args = parse_args()
-    from mia_audit.audit import run_audit
     from mia_audit.models.device import resolve_device
-    from mia_audit.policy import load_policy
+    from mia_audit.pipeline.run import run_audit
+    from mia_audit.policy.loading import load_policy
 
     device = resolve_device(args.device)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mia-bench-"))

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mia_audit import stats
+from mia_audit.evaluation import bootstrap as stats
 
 FPRS = (0.05, 0.01, 0.001, 0.0)
 

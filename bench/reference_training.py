@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import CIFAR_MEAN, CIFAR_STD, Timing, load_cifar10, machine_line, timed
 
 from mia_audit.models.architectures import build_architecture
-from mia_audit.training import TrainingData, TrainingJob, TrainingRecipe, train_models
+from mia_audit.references.settings import TrainingRecipe
+from mia_audit.references.training import TrainingData, TrainingJob, train_models
 
 #: Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets.
 BF16_PEAK_TFLOPS = {

@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from mia_audit._atomic import atomic_write_bytes, atomic_write_text
-from mia_audit.hashing import arrays_sha256, file_sha256
-from mia_audit.training import TrainingData, TrainingJob, TrainingRecipe, train_models
+from mia_audit.progress import Advance
+from mia_audit.references.settings import TrainingRecipe
+from mia_audit.references.training import TrainingData, TrainingJob, train_models
+from mia_audit.store.atomic import atomic_write_bytes, atomic_write_text
+from mia_audit.store.hashing import arrays_sha256, file_sha256
 
-Advance = Callable[[int], None]
 StageFactory = Callable[[str, int], Any]
 
 DIGITS_MEAN = (0.2, 0.2, 0.2)

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 Advance = Callable[[int], None]
+#: Hears a one-line note for the user (a fallback taken, a cache entry refused, ...).
+Notify = Callable[[str], None]
 
 
 class Progress(Protocol):

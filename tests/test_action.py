@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mia_audit import action
+from mia_audit.cli import action
 from mia_audit.result import Result, strongest_attack
 from tests.conftest import DigitsTarget
 
@@ -69,7 +69,7 @@ def parse_outputs(text: str) -> dict[str, str]:
 
 
 def run_step(workspace: Path, policy: str, output_dir: str, **extra: str) -> StepRun:
-    """Run `python -m mia_audit.action` with the environment action.yml gives it."""
+    """Run `python -m mia_audit.cli.action` with the environment action.yml gives it."""
     github = workspace / f".github-{output_dir.replace('/', '-')}"
     github.mkdir(exist_ok=True)
     (github / "output").write_text("")
@@ -85,7 +85,7 @@ def run_step(workspace: Path, policy: str, output_dir: str, **extra: str) -> Ste
         **extra,
     }
     completed = subprocess.run(
-        [sys.executable, "-m", "mia_audit.action"],
+        [sys.executable, "-m", "mia_audit.cli.action"],
         cwd=github,  # not the workspace: relative inputs must resolve against GITHUB_WORKSPACE
         env=env,
         capture_output=True,
@@ -235,7 +235,7 @@ def test_action_yml_scripts_take_inputs_only_from_env(action_yml: dict[str, Any]
     assert scripts and all("${{" not in step["run"] for step in scripts)
     assert all(step["shell"] == "bash" for step in scripts)
     audit = next(step for step in steps if step.get("id") == "audit")
-    assert audit["run"].strip() == "python -m mia_audit.action"
+    assert audit["run"].strip() == "python -m mia_audit.cli.action"
     assert set(audit["env"]) == {
         "MIA_POLICY", "MIA_OUTPUT_DIR", "MIA_DEVICE", "MIA_MAX_AUC", "MIA_MAX_TPR_AT_FPR"
     }  # fmt: skip

@@ -153,7 +153,7 @@ def wrong_type(case: Case) -> Expected:
 
 def lira_attack(case: Case) -> Expected:
     """`lira` is rejected while it is planned; once it lands, a broken lira entry is."""
-    from mia_audit.policy import PLANNED_ATTACKS
+    from mia_audit.policy.schema import PLANNED_ATTACKS
 
     if "lira" in PLANNED_ATTACKS:
         case.document["attacks"] = ["loss", {"name": "lira", "reference_models": 4}]
@@ -167,7 +167,7 @@ def lira_attack(case: Case) -> Expected:
 
 def reference_training_key(case: Case) -> Expected:
     """`reference_training` is rejected while it is planned; once it lands, a typo in it is."""
-    from mia_audit.policy import PLANNED_KEYS
+    from mia_audit.policy.schema import PLANNED_KEYS
 
     if "reference_training" in PLANNED_KEYS:
         case.document["reference_training"] = {"epochs": 20, "batch_size": 256}

@@ -16,13 +16,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import mannwhitneyu
 
-from mia_audit.cache import CACHE_FORMAT, ArrayCache, record_path
+from mia_audit.attacks.queries import IDENTITY, View
 from mia_audit.errors import PolicyError
-from mia_audit.inference import LogitsRequest, Preprocessor, cached_predict, predict
 from mia_audit.models.classifier import TorchClassifier
-from mia_audit.queries import IDENTITY, View
-from mia_audit.reference import ModelCache
-from mia_audit.reference_fit import (
+from mia_audit.models.inference import LogitsRequest, Preprocessor, cached_predict, predict
+from mia_audit.models.spot_check import (
+    CPU_FP32_TOLERANCE,
+    GPU_FP32_TOLERANCE,
+    HALF_TOLERANCE,
+    disagreement,
+    implausible,
+    relative_tolerance,
+    secret_rows,
+)
+from mia_audit.references.fit import (
     FIT_SHORTFALL,
     HIDDEN_ALPHA,
     PLAN_ALPHA,
@@ -34,17 +41,9 @@ from mia_audit.reference_fit import (
     plan_rows,
     sample,
 )
+from mia_audit.references.settings import TrainingRecipe
 from mia_audit.result import Accuracy
-from mia_audit.spot_check import (
-    CPU_FP32_TOLERANCE,
-    GPU_FP32_TOLERANCE,
-    HALF_TOLERANCE,
-    disagreement,
-    implausible,
-    relative_tolerance,
-    secret_rows,
-)
-from mia_audit.training import TrainingRecipe
+from mia_audit.store.cache import CACHE_FORMAT, ArrayCache, ModelCache, record_path
 
 KEY = "ab" * 32
 Damage = Callable[[Path], None]
@@ -365,7 +364,7 @@ def test_the_recipe_warning_fires_below_the_targets_fit(train: float, warns: boo
 
 
 def test_preconditions_reference_fit_is_warn_by_default_and_checked() -> None:
-    from mia_audit.policy import parse_policy
+    from mia_audit.policy.loading import parse_policy
 
     minimal = {
         "version": 1,

@@ -22,13 +22,15 @@ import numpy as np
 import pytest
 import yaml
 
-from mia_audit import metrics, signals
-from mia_audit.audit import load_audit_data, preprocessor
-from mia_audit.cache import ArrayCache, record_path
-from mia_audit.hashing import arrays_sha256, file_sha256
-from mia_audit.inference import LogitsRequest
-from mia_audit.policy import load_policy
-from mia_audit.queries import IDENTITY, View
+from mia_audit.attacks import signals
+from mia_audit.attacks.queries import IDENTITY, View
+from mia_audit.evaluation import metrics
+from mia_audit.models.inference import LogitsRequest
+from mia_audit.pipeline.inputs import load_audit_data
+from mia_audit.pipeline.target import preprocessor
+from mia_audit.policy.loading import load_policy
+from mia_audit.store.cache import ArrayCache, record_path
+from mia_audit.store.hashing import arrays_sha256, file_sha256
 from tests.conftest import DigitsTarget, RunCli
 
 GATE_AUC = 0.6

@@ -179,7 +179,7 @@ def test_npz_array_bytes_read_from_headers_match_the_arrays(tmp_path: Path) -> N
 
 
 def test_available_memory_is_at_most_memavailable() -> None:
-    from mia_audit.resources import available_memory, size_text
+    from mia_audit.data.resources import available_memory, size_text
 
     available = available_memory()
     meminfo = Path("/proc/meminfo")

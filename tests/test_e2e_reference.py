@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mia_audit.reference import ModelCache
+from mia_audit.store.cache import ModelCache
 from tests.conftest import DigitsTarget, RunCli
 
 #: The target's own recipe (mia_audit.demo: ResNet18, AdamW, no augmentation); the architecture

@@ -29,7 +29,8 @@ from mia_audit.data.audit import SamplingOptions, build_audit_set
 from mia_audit.data.formats import load_image_set
 from mia_audit.data.images import ImageSet, make_image_set
 from mia_audit.errors import InputError, PolicyError
-from mia_audit.policy import Policy, load_policy, parse_policy
+from mia_audit.policy.loading import load_policy, parse_policy
+from mia_audit.policy.schema import Policy
 
 FUZZ = settings(
     max_examples=150,

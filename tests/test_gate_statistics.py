@@ -18,22 +18,28 @@ import pytest
 import yaml
 from scipy.stats import beta, norm
 
-from mia_audit import evaluation, metrics, stats
-from mia_audit.audit import gate_baseline, gate_metrics
-from mia_audit.baseline import load_baseline
 from mia_audit.errors import EXIT_INVALID, InputError, PolicyError
-from mia_audit.gate import (
+from mia_audit.evaluation import bootstrap as stats
+from mia_audit.evaluation import breakdowns as evaluation
+from mia_audit.evaluation import epsilon, metrics
+from mia_audit.evaluation.evaluate import StatisticsInput, add_statistics
+from mia_audit.evaluation.settings import StatisticsSpec
+from mia_audit.gate.baseline import load_baseline
+from mia_audit.gate.evaluate import (
     AttackMetrics,
     ClassAuc,
     check_gate_support,
     evaluate_gate,
+    gate_baseline,
+    gate_metrics,
     gate_passed,
 )
-from mia_audit.policy import GateSpec, Policy, StatisticsSpec, parse_policy
+from mia_audit.gate.spec import GateSpec
+from mia_audit.policy.loading import parse_policy
+from mia_audit.policy.schema import Policy
 from mia_audit.reports.junit_report import render_junit
 from mia_audit.reports.markdown_report import render_markdown
 from mia_audit.result import SCHEMA_VERSION, AttackResult, Condition, Histogram, Roc
-from mia_audit.uncertainty import StatisticsInput, add_statistics
 from tests.conftest import DigitsTarget, RunCli
 
 FPRS = (0.05, 0.01, 0.001, 0.0)
@@ -204,7 +210,7 @@ def test_epsilon_bound_matches_direct_beta_quantiles() -> None:
     spec = StatisticsSpec(confidence_level=0.9, delta=1e-3)
     bound = scored(is_member, scores, labels, seed=3, spec=spec).epsilon_lower_bound
     assert bound is not None
-    _, evaluation_half = stats.split_selection_evaluation(is_member, 3)
+    _, evaluation_half = epsilon.split_selection_evaluation(is_member, 3)
     members = is_member[evaluation_half]
     called = scores[evaluation_half] >= bound.threshold
     tp, n_pos = int((called & members).sum()), int(members.sum())

@@ -26,7 +26,7 @@ from PIL import Image
 from mia_audit.data.formats import load_image_set
 from mia_audit.errors import InputError
 from mia_audit.models.loading import load_target
-from mia_audit.policy import ModelSpec
+from mia_audit.models.settings import ModelSpec
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
 LABELS = np.array([0, 1, 0, 1])

@@ -291,7 +291,7 @@ def test_wheel_ships_the_templates(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "mia_audit/templates/report.html.j2" in names
     assert "mia_audit/templates/report.css" in names
-    assert "mia_audit/reports/html_report.py" in names and "mia_audit/action.py" in names
+    assert "mia_audit/reports/html_report.py" in names and "mia_audit/cli/action.py" in names
 
 
 # --- in a real browser ----------------------------------------------------------------------

@@ -190,7 +190,7 @@ def test_sigterm_is_not_swallowed_by_a_broad_except(capsys: pytest.CaptureFixtur
     SIGTERM arriving while it runs: the run still stops with exit code 3."""
     import typer
 
-    from mia_audit.cli import _guard
+    from mia_audit.cli.app import _guard
 
     with pytest.raises(typer.Exit) as exited, _guard(verbose=False):
         try:

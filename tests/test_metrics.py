@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from mia_audit import metrics
+from mia_audit.evaluation import metrics
 
 #: No deadline: the machine running the tests may be busy; the examples themselves are tiny.
 FAST = settings(deadline=None, max_examples=100)

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from mia_audit.cache import ArrayCache
+from mia_audit.attacks.queries import IDENTITY, enumerate_views
 from mia_audit.demo import export_onnx
 from mia_audit.errors import InputError
-from mia_audit.inference import LogitsRequest, Preprocessor, cached_predict
 from mia_audit.models.architectures import build_architecture
+from mia_audit.models.inference import LogitsRequest, Preprocessor, cached_predict
 from mia_audit.models.loading import load_target
-from mia_audit.policy import ModelSpec
-from mia_audit.queries import IDENTITY, enumerate_views
+from mia_audit.models.settings import ModelSpec
+from mia_audit.store.cache import ArrayCache
 
 BATCH = np.random.default_rng(0).normal(size=(4, 3, 32, 32)).astype(np.float32)
 

@@ -19,19 +19,16 @@ import pytest
 import torch
 from torch import nn
 
+from mia_audit.attacks.queries import IDENTITY, View
 from mia_audit.errors import AuditError
-from mia_audit.inference import Preprocessor, predict
 from mia_audit.models.classifier import TorchClassifier
+from mia_audit.models.inference import Preprocessor, predict
 from mia_audit.progress import SilentProgress
-from mia_audit.queries import IDENTITY, View
-from mia_audit.reference import (
-    Architecture,
-    LocalExecutor,
-    ReferenceModels,
-    StateDict,
-    TrainingTask,
-)
-from mia_audit.training import TrainingData, TrainingJob, TrainingRecipe
+from mia_audit.references.executors.base import Architecture, TrainingTask
+from mia_audit.references.executors.local import LocalExecutor
+from mia_audit.references.provider import ReferenceModels, StateDict
+from mia_audit.references.settings import TrainingRecipe
+from mia_audit.references.training import TrainingData, TrainingJob
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, (50, 3, 8, 8), dtype=np.uint8)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mia_audit.errors import PolicyError
-from mia_audit.policy import load_policy, parse_policy, policy_json_schema
+from mia_audit.policy.loading import load_policy, parse_policy, policy_json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = sorted((ROOT / "policies").glob("*.yaml"))

@@ -1,7 +1,7 @@
 """The preconditions before any verdict, and the sample sizes behind them (pure functions).
 
 The statistics are checked against references: the AUC's null standard deviation against
-simulation, the perfect attack's epsilon against `stats.epsilon_lower_bound` run on perfectly
+simulation, the perfect attack's epsilon against `epsilon.epsilon_lower_bound` run on perfectly
 separated scores, shared-image counts against a plain Python set, and the tests' calibration
 (an honest model is almost never refused) by repetition.
 """
@@ -16,12 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mia_audit import sample_size, stats
 from mia_audit.data.images import make_image_set
 from mia_audit.errors import InputError, PolicyError
-from mia_audit.metrics import auc
-from mia_audit.policy import GateSpec, Preconditions, StatisticsSpec, Suppression
-from mia_audit.preconditions import (
+from mia_audit.evaluation import epsilon, sample_size
+from mia_audit.evaluation.metrics import auc
+from mia_audit.evaluation.settings import StatisticsSpec
+from mia_audit.gate.spec import GateSpec, Suppression
+from mia_audit.pipeline.preconditions import (
     MAX_WAIVER_DAYS,
     AuditSize,
     TargetFit,
@@ -33,6 +34,7 @@ from mia_audit.preconditions import (
     check_waivers,
     count_shared,
 )
+from mia_audit.pipeline.settings import Preconditions
 
 STRICT = Preconditions()
 SMALL_OK = Preconditions(allow_small_audit=True)
@@ -65,7 +67,7 @@ def test_perfect_attack_epsilon_is_what_the_bound_gives_a_perfect_attack(
     n: int, confidence: float
 ) -> None:
     labels = np.r_[np.ones(n, bool), np.zeros(n, bool)]
-    bound = stats.epsilon_lower_bound(
+    bound = epsilon.epsilon_lower_bound(
         labels, labels.astype(float), delta=1e-5, confidence=confidence, random_state=3
     )
     assert sample_size.perfect_attack_epsilon(n, 1e-5, confidence) == pytest.approx(

@@ -11,25 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mia_audit.attacks.queries import IDENTITY, View
 from mia_audit.attacks.reference_base import ReferenceRequest
 from mia_audit.data.images import make_image_set
-from mia_audit.inference import Preprocessor
 from mia_audit.models.classifier import TorchClassifier
-from mia_audit.queries import IDENTITY, View
-from mia_audit.reference import (
-    Architecture,
-    LocalExecutor,
-    ModelCache,
-    OnTrained,
-    ReferenceModels,
-    ReferenceSetup,
-    TargetModel,
-    TrainingTask,
-    offline_plan,
-    online_keep_matrix,
-    online_plan,
-)
-from mia_audit.training import TrainingData, TrainingRecipe
+from mia_audit.models.inference import Preprocessor
+from mia_audit.references.executors.base import Architecture, OnTrained, TrainingTask
+from mia_audit.references.executors.local import LocalExecutor
+from mia_audit.references.plans import offline_plan, online_keep_matrix, online_plan
+from mia_audit.references.provider import ReferenceModels, ReferenceSetup, TargetModel
+from mia_audit.references.settings import TrainingRecipe
+from mia_audit.references.training import TrainingData
+from mia_audit.store.cache import ModelCache
 
 MIRROR = View(mirror=True)
 
@@ -304,8 +297,8 @@ def test_a_model_trained_on_more_than_its_plan_is_refused(tmp_path: Path) -> Non
     """A cache writer who knows the seeded sample trains a model on its slot's samples plus
     held-out samples outside that sample: the check on samples drawn from the OS's randomness
     catches it."""
-    from mia_audit.reference_fit import SIDE_ROWS, plan_rows, sample, seeded_generator
-    from mia_audit.training import TrainingJob, train_models
+    from mia_audit.references.fit import SIDE_ROWS, plan_rows, sample, seeded_generator
+    from mia_audit.references.training import TrainingJob, train_models
 
     request = ReferenceRequest("offline", 1, (IDENTITY,))
     setup = setup_for(n_population=1200, architecture=TinyMlp("tiny-mlp", 3))

@@ -14,11 +14,11 @@ from sklearn.metrics import roc_auc_score
 
 from mia_audit.attacks.base import AttackContext, ViewLogits
 from mia_audit.attacks.lira import LiraAttack, LiraConfig, resolve_variance
+from mia_audit.attacks.queries import enumerate_views
 from mia_audit.attacks.reference_base import REFERENCES, ReferenceRequest, ReferenceSet
 from mia_audit.attacks.rmia import RmiaAttack, RmiaConfig
+from mia_audit.attacks.scoring.rmia import rmia_scores_dense, true_class_probability
 from mia_audit.attacks.shadow import ShadowAttack, ShadowConfig
-from mia_audit.queries import enumerate_views
-from mia_audit.scoring.rmia import rmia_scores_dense, true_class_probability
 from tests.test_scoring_lira import direct_offline, direct_online
 
 VIEWS = enumerate_views(mirror=True, shift=0)  # identity and mirror: two queries

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from mia_audit.scoring.lira import (
+from mia_audit.attacks.scoring.lira import (
     VARIANCE_FLOOR,
     Variance,
     _global_variance,

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from scipy.special import softmax
 from sklearn.metrics import roc_auc_score
 
-from mia_audit.scoring import rmia
-from mia_audit.scoring.rmia import (
+from mia_audit.attacks.scoring import rmia
+from mia_audit.attacks.scoring.rmia import (
     DEFAULT_A_GRID,
     Aggregation,
     rmia_scores,

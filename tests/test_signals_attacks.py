@@ -10,11 +10,11 @@ from hypothesis.extra.numpy import arrays
 from scipy.special import log_softmax as scipy_log_softmax
 from scipy.special import softmax
 
-from mia_audit import signals
+from mia_audit.attacks import signals
 from mia_audit.attacks.base import AttackContext, ViewLogits
+from mia_audit.attacks.crossfit import stratified_folds
+from mia_audit.attacks.queries import IDENTITY
 from mia_audit.attacks.registry import attack_config, create_attack
-from mia_audit.crossfit import stratified_folds
-from mia_audit.queries import IDENTITY
 
 finite_logits = st.integers(2, 12).flatmap(
     lambda c: arrays(
@@ -124,7 +124,7 @@ def synthetic_context(
     ],
 )
 def test_every_target_only_attack_finds_a_planted_leak(name: str) -> None:
-    from mia_audit.metrics import auc
+    from mia_audit.evaluation.metrics import auc
 
     context = synthetic_context()
     attack = create_attack(attack_config(name).model_validate({"name": name}))
@@ -136,7 +136,7 @@ def test_every_target_only_attack_finds_a_planted_leak(name: str) -> None:
 @pytest.mark.parametrize("name", ["class_threshold", "learned"])
 def test_fitted_attacks_are_at_chance_without_a_leak(name: str) -> None:
     """Cross-fitting: with no signal, out-of-fold scores must not memorise membership."""
-    from mia_audit.metrics import auc
+    from mia_audit.evaluation.metrics import auc
 
     context = synthetic_context(n=600, leak=0.0, seed=1)
     attack = create_attack(attack_config(name).model_validate({"name": name}))

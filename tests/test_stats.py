@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import beta
 
-from mia_audit import metrics, stats
+from mia_audit.evaluation import bootstrap as stats
+from mia_audit.evaluation import epsilon, metrics
 
 FAST = settings(deadline=None, max_examples=60)
 FPRS = (0.0, 0.001, 0.01, 0.05, 0.3, 0.5, 1.0)
@@ -206,20 +207,20 @@ def _cp_direct(k: int, n: int, alpha: float) -> tuple[float, float]:
 @given(st.integers(1, 5000), st.data(), st.sampled_from([0.01, 0.05, 0.1, 0.32]))
 def test_clopper_pearson_matches_beta_quantiles(n: int, data: st.DataObject, alpha: float) -> None:
     k = data.draw(st.integers(0, n))
-    low, high = stats.clopper_pearson(k, n, alpha)
+    low, high = epsilon.clopper_pearson(k, n, alpha)
     assert (low, high) == pytest.approx(_cp_direct(k, n, alpha), rel=1e-12, abs=0)
     assert 0.0 <= low <= k / n <= high <= 1.0
 
 
 def test_clopper_pearson_edges() -> None:
-    assert stats.clopper_pearson(0, 10, 0.05)[0] == 0.0
-    assert stats.clopper_pearson(10, 10, 0.05)[1] == 1.0
+    assert epsilon.clopper_pearson(0, 10, 0.05)[0] == 0.0
+    assert epsilon.clopper_pearson(10, 10, 0.05)[1] == 1.0
     # with no success the upper bound is 1 - (alpha / 2) ** (1 / n)
-    assert stats.clopper_pearson(0, 10, 0.05)[1] == pytest.approx(1 - 0.025 ** (1 / 10))
-    assert stats.clopper_pearson(0, 0, 0.05) == (0.0, 1.0)
+    assert epsilon.clopper_pearson(0, 10, 0.05)[1] == pytest.approx(1 - 0.025 ** (1 / 10))
+    assert epsilon.clopper_pearson(0, 0, 0.05) == (0.0, 1.0)
     for bad in ((11, 10, 0.05), (-1, 10, 0.05), (1, 10, 0.0), (1, 10, 1.0)):
         with pytest.raises(ValueError):
-            stats.clopper_pearson(*bad)
+            epsilon.clopper_pearson(*bad)
 
 
 def _epsilon_direct(tp: int, fn: int, fp: int, tn: int, delta: float, alpha: float) -> float:
@@ -245,9 +246,9 @@ def test_epsilon_from_counts_matches_direct_computation(
 ) -> None:
     if tp + fn == 0 or fp + tn == 0:
         with pytest.raises(ValueError):
-            stats.epsilon_from_counts(tp, fn, fp, tn, delta=delta, alpha=alpha)
+            epsilon.epsilon_from_counts(tp, fn, fp, tn, delta=delta, alpha=alpha)
         return
-    value = stats.epsilon_from_counts(tp, fn, fp, tn, delta=delta, alpha=alpha)
+    value = epsilon.epsilon_from_counts(tp, fn, fp, tn, delta=delta, alpha=alpha)
     assert value == pytest.approx(_epsilon_direct(tp, fn, fp, tn, delta, alpha), rel=1e-12)
     assert value >= 0.0
 
@@ -256,16 +257,16 @@ def test_epsilon_from_counts_known_cases() -> None:
     # a perfect attack on 1000 + 1000: TPR_lo = 0.025 ** (1 / 1000), FPR_hi = 1 - TPR_lo
     tpr_lo = 0.025 ** (1 / 1000)
     expected = math.log(tpr_lo / (1 - tpr_lo))
-    assert stats.epsilon_from_counts(1000, 0, 0, 1000) == pytest.approx(expected)
-    assert stats.epsilon_from_counts(500, 500, 500, 500) == 0.0  # a coin flip
+    assert epsilon.epsilon_from_counts(1000, 0, 0, 1000) == pytest.approx(expected)
+    assert epsilon.epsilon_from_counts(500, 500, 500, 500) == 0.0  # a coin flip
     # an attack that calls everyone a member is no evidence at all
-    assert stats.epsilon_from_counts(1000, 0, 1000, 0) == 0.0
+    assert epsilon.epsilon_from_counts(1000, 0, 1000, 0) == 0.0
     # symmetric in which class the test calls positive (TPR/FPR <-> TNR/FNR)
-    assert stats.epsilon_from_counts(990, 10, 300, 700) == stats.epsilon_from_counts(
+    assert epsilon.epsilon_from_counts(990, 10, 300, 700) == epsilon.epsilon_from_counts(
         700, 300, 10, 990
     )
-    assert stats.epsilon_from_counts(990, 10, 300, 700) > 0
-    with_delta = stats.epsilon_from_counts(1000, 0, 0, 1000, delta=0.01)
+    assert epsilon.epsilon_from_counts(990, 10, 300, 700) > 0
+    with_delta = epsilon.epsilon_from_counts(1000, 0, 0, 1000, delta=0.01)
     assert 0 < with_delta < expected
 
 
@@ -274,14 +275,14 @@ def test_epsilon_is_zero_for_identical_distributions() -> None:
     positives = 0
     for seed in range(40):
         labels, scores = _normal_audit(seed, 1000, 1000, 0.0)
-        positives += stats.epsilon_lower_bound(labels, scores, random_state=seed).epsilon > 0
+        positives += epsilon.epsilon_lower_bound(labels, scores, random_state=seed).epsilon > 0
     assert positives <= 2  # expected <= 2 (5 %); observed 0 with these seeds
 
 
 def test_epsilon_grows_with_separation() -> None:
     for seed in range(2):
         bounds = [
-            stats.epsilon_lower_bound(*_normal_audit(seed, 2000, 2000, d), random_state=seed)
+            epsilon.epsilon_lower_bound(*_normal_audit(seed, 2000, 2000, d), random_state=seed)
             for d in (0.5, 1.5, 3.0, 5.0)
         ]
         epsilons = [b.epsilon for b in bounds]
@@ -291,8 +292,8 @@ def test_epsilon_grows_with_separation() -> None:
 
 def test_epsilon_is_evaluated_on_the_evaluation_half() -> None:
     labels, scores = _normal_audit(4, 1500, 1501, 2.0)
-    bound = stats.epsilon_lower_bound(labels, scores, delta=1e-5, confidence=0.9, random_state=3)
-    selection, evaluation = stats.split_selection_evaluation(labels, random_state=3)
+    bound = epsilon.epsilon_lower_bound(labels, scores, delta=1e-5, confidence=0.9, random_state=3)
+    selection, evaluation = epsilon.split_selection_evaluation(labels, random_state=3)
     assert (bound.n_selection, bound.n_evaluation) == (len(selection), len(evaluation))
     assert (bound.delta, bound.confidence) == (1e-5, 0.9)
     called = scores[evaluation] >= bound.threshold
@@ -300,13 +301,13 @@ def test_epsilon_is_evaluated_on_the_evaluation_half() -> None:
     tp, fp = int((called & y).sum()), int((called & ~y).sum())
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     assert (bound.tpr, bound.fpr) == (tp / n_pos, fp / n_neg)
-    expected = stats.epsilon_from_counts(tp, n_pos - tp, fp, n_neg - fp, delta=1e-5, alpha=0.1)
+    expected = epsilon.epsilon_from_counts(tp, n_pos - tp, fp, n_neg - fp, delta=1e-5, alpha=0.1)
     assert bound.epsilon == expected > 0
     # the threshold depends on the selection half only: scrambling the evaluation scores
     # changes the bound but not the threshold
     scrambled = scores.copy()
     scrambled[evaluation] = np.random.default_rng(0).permutation(scores[evaluation])
-    other = stats.epsilon_lower_bound(labels, scrambled, delta=1e-5, confidence=0.9, random_state=3)
+    other = epsilon.epsilon_lower_bound(labels, scrambled, delta=1e-5, confidence=0.9, random_state=3)
     assert other.threshold == bound.threshold
     assert other.epsilon < bound.epsilon
 
@@ -314,28 +315,28 @@ def test_epsilon_is_evaluated_on_the_evaluation_half() -> None:
 def test_selection_evaluation_split_is_stratified_and_seeded() -> None:
     labels = np.r_[np.ones(301, int), np.zeros(500, int)]
     np.random.default_rng(0).shuffle(labels)
-    selection, evaluation = stats.split_selection_evaluation(labels, random_state=5)
+    selection, evaluation = epsilon.split_selection_evaluation(labels, random_state=5)
     assert np.intersect1d(selection, evaluation).size == 0
     np.testing.assert_array_equal(np.sort(np.r_[selection, evaluation]), np.arange(801))
     assert (labels[selection].sum(), labels[evaluation].sum()) == (150, 151)
     assert ((labels[selection] == 0).sum(), (labels[evaluation] == 0).sum()) == (250, 250)
-    again = stats.split_selection_evaluation(labels, random_state=5)
+    again = epsilon.split_selection_evaluation(labels, random_state=5)
     np.testing.assert_array_equal(again[0], selection)
-    other = stats.split_selection_evaluation(labels, random_state=6)
+    other = epsilon.split_selection_evaluation(labels, random_state=6)
     assert not np.array_equal(other[0], selection)
 
 
 def test_epsilon_rejects_bad_arguments() -> None:
     labels, scores = _normal_audit(0, 50, 50, 1.0)
     with pytest.raises(ValueError, match="delta"):
-        stats.epsilon_lower_bound(labels, scores, delta=1.0)
+        epsilon.epsilon_lower_bound(labels, scores, delta=1.0)
     with pytest.raises(ValueError, match="delta"):
-        stats.epsilon_lower_bound(labels, scores, delta=-0.1)
+        epsilon.epsilon_lower_bound(labels, scores, delta=-0.1)
     with pytest.raises(ValueError, match="confidence"):
-        stats.epsilon_lower_bound(labels, scores, confidence=1.0)
+        epsilon.epsilon_lower_bound(labels, scores, confidence=1.0)
     with pytest.raises(ValueError, match="at least 2 members"):
-        stats.epsilon_lower_bound([1, 0, 0, 0], [0.1, 0.2, 0.3, 0.4])
+        epsilon.epsilon_lower_bound([1, 0, 0, 0], [0.1, 0.2, 0.3, 0.4])
     with pytest.raises(ValueError, match="counts"):
-        stats.epsilon_from_counts(-1, 10, 10, 10)
+        epsilon.epsilon_from_counts(-1, 10, 10, 10)
     with pytest.raises(ValueError, match="alpha"):
-        stats.epsilon_from_counts(1, 10, 10, 10, alpha=0.0)
+        epsilon.epsilon_from_counts(1, 10, 10, 10, alpha=0.0)

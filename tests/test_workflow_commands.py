@@ -21,7 +21,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mia_audit._text import printable
+from mia_audit.cli.text import printable
 from tests.conftest import DigitsTarget, RunCli
 
 #: The runner's command extensions (workflow commands) and `stop-commands`.
@@ -180,7 +180,7 @@ def test_action_fences_the_audit_and_keeps_its_own_annotation(folder: Path) -> N
         "MIA_DEVICE": "cpu",
     }
     completed = subprocess.run(
-        [sys.executable, "-m", "mia_audit.action"],
+        [sys.executable, "-m", "mia_audit.cli.action"],
         cwd=github,
         env=env,
         stdout=subprocess.PIPE,

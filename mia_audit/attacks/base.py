@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mia_audit.attacks.registry import AttackConfig
+from mia_audit.attacks.config import AttackConfig
+from mia_audit.attacks.queries import View
 from mia_audit.errors import InputError
-from mia_audit.queries import View
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ import numpy as np
 from pydantic import Field
 
 from mia_audit.attacks.base import Attack, AttackContext, AttackOutput
-from mia_audit.attacks.registry import AttackConfig, register
+from mia_audit.attacks.config import AttackConfig
+from mia_audit.attacks.crossfit import stratified_folds
+from mia_audit.attacks.registry import register
 from mia_audit.attacks.target_only import SignalName, member_score
-from mia_audit.crossfit import stratified_folds
 
 
 class ClassThresholdConfig(AttackConfig):

@@ -14,10 +14,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from mia_audit import signals
+from mia_audit.attacks import signals
 from mia_audit.attacks.base import Attack, AttackContext, AttackOutput
-from mia_audit.attacks.registry import AttackConfig, register
-from mia_audit.crossfit import stratified_folds
+from mia_audit.attacks.config import AttackConfig
+from mia_audit.attacks.crossfit import stratified_folds
+from mia_audit.attacks.registry import register
 
 TOP_K = 3
 FEATURE_NAMES = (

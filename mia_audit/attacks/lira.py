@@ -18,8 +18,8 @@ from pydantic import Field
 from mia_audit.attacks.base import AttackContext, AttackOutput
 from mia_audit.attacks.reference_base import Mode, ModeReferenceAttackConfig, ReferenceAttack
 from mia_audit.attacks.registry import register
-from mia_audit.scoring.lira import Variance, lira_offline, lira_online
-from mia_audit.signals import scaled_logit
+from mia_audit.attacks.scoring.lira import Variance, lira_offline, lira_online
+from mia_audit.attacks.signals import scaled_logit
 
 #: The paper's finding: with fewer reference models than this, a global variance beats a
 #: per-example one.

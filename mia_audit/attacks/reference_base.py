@@ -21,9 +21,9 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from mia_audit.attacks.base import Attack, AttackContext
-from mia_audit.attacks.registry import AttackConfig
+from mia_audit.attacks.config import AttackConfig
+from mia_audit.attacks.queries import View
 from mia_audit.errors import AuditError
-from mia_audit.queries import View
 
 Mode = Literal["online", "offline"]
 #: The key of the reference-model provider in ``AttackContext.extras``.

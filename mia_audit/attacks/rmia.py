@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import Field, PlainValidator, WithJsonSchema
 
 from mia_audit.attacks.base import AttackContext, AttackOutput
+from mia_audit.attacks.queries import View
 from mia_audit.attacks.reference_base import (
     Mode,
     ModeReferenceAttackConfig,
@@ -23,8 +24,12 @@ from mia_audit.attacks.reference_base import (
     ReferenceSet,
 )
 from mia_audit.attacks.registry import register
-from mia_audit.queries import View
-from mia_audit.scoring.rmia import Aggregation, rmia_scores, true_class_probability, tune_offline_a
+from mia_audit.attacks.scoring.rmia import (
+    Aggregation,
+    rmia_scores,
+    true_class_probability,
+    tune_offline_a,
+)
 
 #: The research default of a on CIFAR-10, used when a cannot be tuned (one reference model).
 DEFAULT_OFFLINE_A = 0.3

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from mia_audit import signals
+from mia_audit.attacks import signals
 from mia_audit.attacks.base import AttackContext, AttackOutput
 from mia_audit.attacks.reference_base import Mode, ReferenceAttack, ReferenceAttackConfig
 from mia_audit.attacks.registry import register

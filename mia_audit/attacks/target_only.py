@@ -9,9 +9,10 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from mia_audit import signals
+from mia_audit.attacks import signals
 from mia_audit.attacks.base import Attack, AttackContext, AttackOutput
-from mia_audit.attacks.registry import AttackConfig, register
+from mia_audit.attacks.config import AttackConfig
+from mia_audit.attacks.registry import register
 
 Signal = Callable[[np.ndarray, np.ndarray], np.ndarray]
 

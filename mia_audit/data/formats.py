@@ -129,7 +129,7 @@ def _check_fits_in_memory(sizes: dict[str, int], source: str) -> None:
     """Refuse arrays that would not fit in the memory left, before loading them: otherwise a
     small compressed file can decompress into more memory than the machine has, and the
     kernel kills the process with no message."""
-    from mia_audit.resources import available_memory, size_text
+    from mia_audit.data.resources import available_memory, size_text
 
     needed = sum(sizes.values())
     available = available_memory()
@@ -146,7 +146,12 @@ def _check_fits_in_memory(sizes: dict[str, int], source: str) -> None:
 #: What a damaged zip archive raises while a member is read: a bad header or CRC, corrupt
 #: deflate data, a compression method or encryption flag flipped to one zipfile cannot read.
 _DAMAGED_ZIP = (
-    OSError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError
+    OSError,
+    zipfile.BadZipFile,
+    EOFError,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
 )
 
 

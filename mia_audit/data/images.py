@@ -8,7 +8,7 @@ from functools import cached_property
 import numpy as np
 
 from mia_audit.errors import InputError
-from mia_audit.hashing import arrays_sha256
+from mia_audit.store.hashing import arrays_sha256
 
 _CHANNEL_COUNTS = (1, 3, 4)
 

@@ -14,7 +14,7 @@ from mia_audit.errors import InputError
 if TYPE_CHECKING:
     from torch import nn
 
-    from mia_audit.policy import Policy
+    from mia_audit.policy.schema import Policy
     from mia_audit.result import FactoryInfo
 
 
@@ -104,8 +104,8 @@ def named_factories(policy: Policy, search_path: Path | None) -> list[FactoryInf
     (e.g. model.architecture of an ONNX target without reference models) is looked up on the
     same search path without importing it, so recording it runs nothing.
     """
-    from mia_audit.hashing import file_sha256
     from mia_audit.result import FactoryInfo
+    from mia_audit.store.hashing import file_sha256
 
     named = {
         "model.architecture": policy.model.architecture,

@@ -220,9 +220,7 @@ def _describe_onnx_input(session: Any, device: str, field: str) -> OnnxClassifie
             "expected 4 dimensions (N, C, H, W)"
         )
     batch = spec.shape[0] if isinstance(spec.shape[0], int) and spec.shape[0] > 0 else None
-    return OnnxClassifier(
-        session, device, spec.name, np.dtype(_ONNX_FLOAT_TYPES[spec.type]), batch
-    )
+    return OnnxClassifier(session, device, spec.name, np.dtype(_ONNX_FLOAT_TYPES[spec.type]), batch)
 
 
 def onnx_input_shape(classifier: OnnxClassifier) -> tuple[Any, ...]:

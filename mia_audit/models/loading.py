@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mia_audit.errors import InputError
-from mia_audit.hashing import file_sha256
 from mia_audit.models.architectures import build_architecture, is_factory
 from mia_audit.models.classifier import Classifier, TorchClassifier, onnx_classifier
+from mia_audit.store.hashing import file_sha256
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from mia_audit.policy import ModelSpec
+    from mia_audit.models.settings import ModelSpec
 
 FIELD = "model.path"
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net")

@@ -181,7 +181,7 @@ def headline_tpr(attack: AttackResult) -> str:
 
 def unsupported_note(result: Result) -> str:
     """Why a TPR is "unsupported", with the non-member count each FPR column needs."""
-    from mia_audit.metrics import min_negatives_for_fpr
+    from mia_audit.evaluation.metrics import min_negatives_for_fpr
 
     unsupported = [
         (key, label)

@@ -1,0 +1,411 @@
+"""The command line: owns I/O, progress output and exit codes; the core does the work.
+
+Exit codes: 0 pass, 1 a gate condition failed, 2 invalid policy, inputs or command line,
+3 the audit could not complete. Heavy libraries (torch, onnxruntime, scikit-learn) are imported
+only inside commands, so `mia-audit --help` is fast.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mia_audit import __version__
+from mia_audit.cli.text import printable
+from mia_audit.errors import EXIT_INCOMPLETE, EXIT_PASS, MiaAuditError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Membership-inference privacy gate for image classifiers.",
+)
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class SchemaKind(str, Enum):
+    policy = "policy"
+    result = "result"
+
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks of errors.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; verdict only.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mia-audit {__version__}")
+        raise typer.Exit(EXIT_PASS)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Run membership-inference attacks against a model and gate its release on the result."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C so temporary files are cleaned up.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way (a cache
+    treating an unreadable file as missing, a wrapper around user code) swallows it.
+    """
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+@dataclass
+class _Progress:
+    """How far a command got, for the message when it is interrupted."""
+
+    reports_written: bool = False
+
+    def mark_reports_written(self) -> None:
+        """Called with SIGINT/SIGTERM held back, before one that arrived meanwhile lands."""
+        self.reports_written = True
+
+    def interrupted_message(self) -> str:
+        if self.reports_written:
+            return "interrupted: the reports were already written in full; caches are consistent"
+        return "interrupted: no report was written; caches are consistent"
+
+
+@contextlib.contextmanager
+def _guard(verbose: bool) -> Iterator[_Progress]:
+    """Turn the tool's errors into one line on stderr and the documented exit code."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    progress = _Progress()
+    try:
+        yield progress
+    except MiaAuditError as error:
+        _fail(str(error).strip(), error.exit_code, verbose)
+    except (KeyboardInterrupt, _Terminated):
+        _fail(progress.interrupted_message(), EXIT_INCOMPLETE, verbose)
+    except typer.Exit:
+        raise
+    except Exception as error:  # a bug or an unexpected library failure: still one line
+        lines = str(error).strip().splitlines()
+        message = f"internal error: {type(error).__name__}: {lines[0] if lines else ''}"
+        hint = "" if verbose else " (run with -v for the traceback)"
+        _fail(message + hint, EXIT_INCOMPLETE, verbose)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _fail(message: str, code: int, verbose: bool) -> None:
+    """One line on stderr. The tool's messages name files and keys from the policy, which may
+    hold line breaks: they are escaped, never cut (the advice comes last)."""
+    if verbose:
+        for line in traceback.format_exc().splitlines():
+            print(printable(line), file=sys.stderr)
+    typer.echo(f"error: {printable(message or 'error')}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    policy: Annotated[Path, typer.Argument(help="The policy YAML file.")],
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="Overrides outputs.dir.")
+    ] = None,
+    device: Annotated[Device | None, typer.Option(help="Overrides runtime.device.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Overrides runtime.seed.")] = None,
+    formats: Annotated[
+        list[str] | None,
+        typer.Option("--format", "-f", help="Report format (repeatable); overrides outputs."),
+    ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            help="A previous result.json for the *_increase conditions; overrides gate.baseline."
+        ),
+    ] = None,
+    floor_max_auc: Annotated[
+        float | None,
+        typer.Option(
+            "--floor-max-auc",
+            help="Refuse (exit 2) a policy without a gate.max_auc at most this, for every attack.",
+        ),
+    ] = None,
+    floor_max_tpr_at_fpr: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--floor-max-tpr-at-fpr",
+            metavar="FPR:MAX",
+            help="Refuse (exit 2) a policy without a TPR-at-FPR condition at most MAX at FPR "
+            "(repeatable).",
+        ),
+    ] = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run the audit the policy describes; exit 0 (pass), 1 (fail), 2 (invalid), 3 (error)."""
+    with _guard(verbose) as done:
+        from mia_audit.gate.floor import check_floor, parse_floor
+        from mia_audit.pipeline.run import run_audit
+        from mia_audit.reports import render_reports, write_reports
+        from mia_audit.reports.terminal import summary_text, verdict_line
+
+        floor = parse_floor(floor_max_auc, floor_max_tpr_at_fpr or [])
+        loaded = _load_with_overrides(policy, output_dir, device, seed, formats, baseline=baseline)
+        check_floor(loaded.policy, floor)
+        out_dir = loaded.policy.outputs.dir
+        _check_writable(out_dir)
+        from mia_audit.cli.console import ConsoleProgress
+
+        result = run_audit(loaded, ConsoleProgress(quiet=quiet))
+        if floor:
+            note = f"gate floor from the command line: {floor.describe()}; the policy's gate is "
+            result.notes.append(note + "at least as strict")
+        rendered = render_reports(result, loaded.policy.outputs.formats)
+        written = write_reports(rendered, out_dir, on_complete=done.mark_reports_written)
+        typer.echo(verdict_line(result) if quiet else summary_text(result, written))
+        raise typer.Exit(result.exit_code)
+
+
+def _load_with_overrides(
+    path: Path,
+    output_dir: Path | None,
+    device: Device | None,
+    seed: int | None,
+    formats: list[str] | None,
+    baseline: Path | None = None,
+) -> Any:
+    from mia_audit.policy.loading import load_policy, with_overrides
+
+    loaded = load_policy(path)
+    loaded.policy = with_overrides(
+        loaded.policy,
+        output_dir=output_dir.resolve() if output_dir else None,
+        device=device.value if device else None,
+        seed=seed,
+        formats=tuple(formats) if formats else None,
+        baseline=baseline.resolve() if baseline else None,
+    )
+    return loaded
+
+
+def _check_writable(directory: Path) -> None:
+    """Fail before the audit runs, not after, when the report cannot be written."""
+    from mia_audit.errors import InputError
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise InputError(
+            f"outputs.dir: {directory}: cannot write there ({error.strerror}); "
+            "choose a writable folder with --output-dir"
+        ) from None
+
+
+#: What `render` writes when no --format is given (result.json is its input, not an output).
+RENDER_DEFAULT_FORMATS = ("html", "markdown", "junit")
+
+
+@app.command()
+def render(
+    result_json: Annotated[Path, typer.Argument(help="A result.json written by `mia-audit run`.")],
+    formats: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format", "-f", help="Format to write (repeatable); default html, markdown, junit."
+        ),
+    ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", "-o", help="Where to write (default: RESULT_JSON's folder)."),
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Re-render reports from a result.json without re-running attacks (exit 0, or 2 if invalid)."""
+    with _guard(verbose):
+        from mia_audit.reports import render_reports, write_reports
+
+        names = _render_formats(formats or list(RENDER_DEFAULT_FORMATS))
+        result = _load_result(result_json)
+        out_dir = (output_dir or result_json.parent).resolve()
+        _check_writable(out_dir)
+        written = write_reports(render_reports(result, names), out_dir, replace=False)
+        listing = ", ".join(str(p) for p in written)
+        typer.echo(printable(f"rendered from {result_json}: {listing}"))
+
+
+def _render_formats(names: list[str]) -> list[str]:
+    from mia_audit.errors import InputError
+    from mia_audit.reports import format_names
+
+    available = sorted(format_names())
+    for name in names:
+        if name not in available:
+            raise InputError(
+                f"--format: unknown format {name!r}; available: {', '.join(available)}"
+            )
+    return list(dict.fromkeys(names))
+
+
+def _load_result(path: Path) -> Any:
+    """Parse a result.json; any problem is one line naming the file (exit 2)."""
+    import json
+
+    from pydantic import ValidationError
+
+    from mia_audit.errors import InputError
+    from mia_audit.result import SCHEMA_VERSION, Result
+
+    try:
+        document = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise InputError(
+            f"{path}: no such file; give the result.json `mia-audit run` wrote"
+        ) from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read it ({error.strerror})") from None
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+        raise InputError(f"{path}: not valid JSON ({error}); re-run the audit") from None
+    version = document.get("schema_version") if isinstance(document, dict) else None
+    if isinstance(version, int) and version != SCHEMA_VERSION:
+        raise InputError(
+            f"{path}: result schema version {version}, but this mia-audit reads version "
+            f"{SCHEMA_VERSION}; render it with the mia-audit that wrote it, or re-run the audit"
+        )
+    try:
+        return Result.model_validate(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "top level"
+        raise InputError(
+            f"{path}: not a mia-audit result.json ({where}: {first['msg']}"
+            f"{_more(error.error_count() - 1)})"
+        ) from None
+
+
+def _more(count: int) -> str:
+    return "" if count <= 0 else f"; and {count} more problem{'s' if count > 1 else ''}"
+
+
+@app.command()
+def validate(
+    policy: Annotated[Path, typer.Argument(help="The policy YAML file.")],
+    verbose: Verbose = False,
+) -> None:
+    """Check a policy (and that the files it names exist) without running anything."""
+    with _guard(verbose):
+        from mia_audit.gate.evaluate import utc_today
+        from mia_audit.pipeline.preconditions import check_waivers
+        from mia_audit.policy.loading import check_paths_exist, load_policy
+
+        loaded = load_policy(policy)
+        check_paths_exist(loaded.policy)
+        check_waivers(loaded.policy.gate.suppressions, utc_today())
+        p = loaded.policy
+        typer.echo(
+            printable(
+                f"policy ok: {p.name} ({len(p.attacks)} attacks, "
+                f"{_condition_count(p)} gate conditions)"
+            )
+        )
+
+
+def _condition_count(policy: Any) -> int:
+    from mia_audit.gate.evaluate import gate_limits
+
+    return len(gate_limits(policy.gate))
+
+
+@app.command()
+def schema(
+    kind: Annotated[SchemaKind, typer.Argument(help="policy or result.")] = SchemaKind.policy,
+) -> None:
+    """Print the JSON Schema of the policy file (or of result.json)."""
+    import json
+
+    if kind is SchemaKind.policy:
+        from mia_audit.policy.loading import policy_json_schema
+
+        document = policy_json_schema()
+    else:
+        from mia_audit.result import result_json_schema
+
+        document = result_json_schema()
+    typer.echo(json.dumps(document, indent=2, sort_keys=True))
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Folder for the demo's model, data, policy, report.")
+    ] = Path("mia-demo"),
+    epochs: Annotated[int, typer.Option(min=1, help="Target training epochs.")] = 6,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Train an overfit ResNet18 on scikit-learn's digits and audit it (exit 0 when done)."""
+    with _guard(verbose):
+        from mia_audit.cli.console import ConsoleProgress
+        from mia_audit.demo import DemoOptions, prepare_demo
+        from mia_audit.pipeline.run import run_audit
+        from mia_audit.policy.loading import load_policy
+        from mia_audit.reports import render_reports, write_reports
+        from mia_audit.reports.terminal import summary_text
+
+        progress = ConsoleProgress(quiet=quiet)
+        policy_path, trained = prepare_demo(
+            DemoOptions(directory=directory.resolve(), epochs=epochs), progress.stage
+        )
+        if not trained:
+            progress.note(f"reusing the trained demo target in {directory}")
+        loaded = load_policy(policy_path)
+        result = run_audit(loaded, progress)
+        written = write_reports(
+            render_reports(result, loaded.policy.outputs.formats), loaded.policy.outputs.dir
+        )
+        typer.echo(summary_text(result, written))
+        typer.echo(printable(f"mia-audit run {policy_path} would exit {result.exit_code}"))
+        raise typer.Exit(EXIT_PASS)
+
+
+def main() -> None:
+    """Console-script entry point (usage errors exit 2, like every invalid input)."""
+    _keep_home_clean()
+    app()
+
+
+def _keep_home_clean() -> None:
+    """Nothing is written under the user's home, and nothing is sent anywhere.
+
+    onnxruntime otherwise keeps a telemetry device id and event store in
+    ~/.cache/Microsoft/DeveloperTools (and may upload events); matplotlib caches its font list
+    in ~/.cache/matplotlib. Both read these variables when first imported, which happens later,
+    inside the commands. A matplotlib folder the user chose (MPLCONFIGDIR) is kept.
+    """
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+    if not os.environ.get("MPLCONFIGDIR"):
+        folder = tempfile.mkdtemp(prefix="mia-audit-matplotlib-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ["MPLCONFIGDIR"] = folder

@@ -1,0 +1,210 @@
+"""Uncertainty for one attack's result: bootstrap CIs, the epsilon lower bound, slices.
+
+Every figure the gate can read gets a stratified percentile-bootstrap CI (`mia_audit.stats`),
+so a condition can be checked on its upper bound; the empirical epsilon lower bound comes with
+the operating point and Clopper-Pearson intervals behind it, so a reader can check it by hand.
+Per-class and correct-vs-misclassified slices get their own AUC CIs: a leak concentrated in one
+class or in the samples the model gets wrong is visible even when the overall AUC looks fine.
+
+Randomness: everything derives from `runtime.seed` alone (not from an attack's position in the
+policy), through `numpy.random.SeedSequence` with a fixed path per figure, so the same seed and
+the same scores give bit-identical intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mia_audit.attacks.base import Attack
+from mia_audit.data.audit import AuditSet
+from mia_audit.evaluation import bootstrap as stats
+from mia_audit.evaluation import breakdowns as evaluation
+from mia_audit.evaluation import epsilon, metrics
+from mia_audit.evaluation.settings import StatisticsSpec
+from mia_audit.result import (
+    AttackResult,
+    ClassBreakdown,
+    EpsilonLowerBound,
+    Interval,
+    SliceBreakdown,
+)
+
+#: SeedSequence paths: (seed, figure, index) so that no two figures share a random stream.
+_OVERALL, _CLASS, _SLICE = 0, 1, 2
+#: Correctness slices, in this order.
+SLICE_NAMES = ("correct", "misclassified")
+
+
+@dataclass(frozen=True)
+class StatisticsInput:
+    """What the statistics of one attack need beside its scores."""
+
+    is_member: np.ndarray
+    labels: np.ndarray
+    correct: np.ndarray | None
+    fprs: Sequence[float]
+    spec: StatisticsSpec
+    seed: int
+
+
+def _rng(seed: int, figure: int, index: int = 0) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, figure, index]))
+
+
+def _interval(bounds: tuple[float, float]) -> Interval:
+    return float(bounds[0]), float(bounds[1])
+
+
+def _has_both(is_member: np.ndarray) -> bool:
+    return bool(is_member.any() and not is_member.all())
+
+
+def add_statistics(result: AttackResult, scores: np.ndarray, given: StatisticsInput) -> None:
+    """Fill `result`'s CIs, epsilon lower bound, per-class CIs and slices in place."""
+    spec = given.spec
+    boot = stats.bootstrap_metrics(
+        given.is_member,
+        scores,
+        given.fprs,
+        n_resamples=spec.n_resamples,
+        level=spec.confidence_level,
+        random_state=_rng(given.seed, _OVERALL),
+        with_advantage=True,
+    )
+    result.auc_ci = _interval(boot.auc)
+    result.tpr_at_fpr_ci = {metrics.fpr_key(f): _interval(ci) for f, ci in boot.tpr_at_fpr.items()}
+    result.advantage_ci = None if boot.advantage is None else _interval(boot.advantage)
+    result.ci_level = spec.confidence_level
+    n_non_members = int((~given.is_member).sum())
+    result.tpr_at_fpr_supported = {
+        metrics.fpr_key(f): metrics.is_fpr_supported(n_non_members, f, spec.min_false_positives)
+        for f in given.fprs
+    }
+    result.ci_resamples = spec.n_resamples
+    result.epsilon_lower_bound = epsilon_bound(given.is_member, scores, spec, given.seed)
+    result.per_class = [_with_class_ci(row, scores, given) for row in result.per_class]
+    if given.correct is not None:
+        result.slices = correctness_slices(given.is_member, scores, given.correct, spec, given.seed)
+
+
+def auc_interval(
+    is_member: np.ndarray, scores: np.ndarray, spec: StatisticsSpec, rng: np.random.Generator
+) -> Interval | None:
+    """Bootstrap CI of the AUC, or None when a side is empty."""
+    if not _has_both(is_member):
+        return None
+    boot = stats.bootstrap_metrics(
+        is_member,
+        scores,
+        (),
+        n_resamples=spec.n_resamples,
+        level=spec.confidence_level,
+        random_state=rng,
+    )
+    return _interval(boot.auc)
+
+
+def _with_class_ci(
+    row: ClassBreakdown, scores: np.ndarray, given: StatisticsInput
+) -> ClassBreakdown:
+    in_class = given.labels == row.label
+    rng = _rng(given.seed, _CLASS, row.label)
+    ci = auc_interval(given.is_member[in_class], scores[in_class], given.spec, rng)
+    return row.model_copy(update={"auc_ci": ci})
+
+
+def correctness_slices(
+    is_member: np.ndarray,
+    scores: np.ndarray,
+    correct: np.ndarray,
+    spec: StatisticsSpec,
+    seed: int,
+) -> list[SliceBreakdown]:
+    """The attack on the samples the target classifies correctly, and on the others."""
+    rows = []
+    for index, (name, mask) in enumerate(zip(SLICE_NAMES, (correct, ~correct), strict=True)):
+        members = is_member[mask]
+        both = _has_both(members)
+        rows.append(
+            SliceBreakdown(
+                name=name,
+                n_members=int(members.sum()),
+                n_non_members=int((~members).sum()),
+                auc=metrics.auc(members, scores[mask]) if both else None,
+                auc_ci=auc_interval(members, scores[mask], spec, _rng(seed, _SLICE, index)),
+            )
+        )
+    return rows
+
+
+def epsilon_bound(
+    is_member: np.ndarray, scores: np.ndarray, spec: StatisticsSpec, seed: int
+) -> EpsilonLowerBound | None:
+    """The empirical epsilon lower bound with its evidence; None below 2 per side."""
+    if min(int(is_member.sum()), int((~is_member).sum())) < 2:
+        return None
+    bound = epsilon.epsilon_lower_bound(
+        is_member,
+        scores,
+        delta=spec.delta,
+        confidence=spec.confidence_level,
+        random_state=seed,
+    )
+    tp, n_pos, fp, n_neg = _evaluation_counts(is_member, scores, bound.threshold, seed)
+    alpha = 1.0 - spec.confidence_level
+    return EpsilonLowerBound(
+        value=bound.epsilon,
+        threshold=bound.threshold,
+        tpr=bound.tpr,
+        fpr=bound.fpr,
+        tpr_ci=_interval(epsilon.clopper_pearson(tp, n_pos, alpha)),
+        fpr_ci=_interval(epsilon.clopper_pearson(fp, n_neg, alpha)),
+        delta=bound.delta,
+        confidence=bound.confidence,
+        n_selection=bound.n_selection,
+        n_evaluation=bound.n_evaluation,
+    )
+
+
+def _evaluation_counts(
+    is_member: np.ndarray, scores: np.ndarray, threshold: float, seed: int
+) -> tuple[int, int, int, int]:
+    """(TP, members, FP, non-members) at `threshold` on the evaluation half the bound used."""
+    _, evaluation = epsilon.split_selection_evaluation(is_member, seed)
+    members, called = is_member[evaluation], scores[evaluation] >= threshold
+    n_pos = int(members.sum())
+    n_neg = len(members) - n_pos
+    return int((called & members).sum()), n_pos, int((called & ~members).sum()), n_neg
+
+
+def attack_result(
+    attack: Attack,
+    parameters: dict[str, object],
+    scores: np.ndarray,
+    audit_set: AuditSet,
+    fprs: Sequence[float],
+) -> AttackResult:
+    is_member = audit_set.is_member
+    tprs, supported = evaluation.tpr_table(is_member, scores, fprs)
+    return AttackResult(
+        name=attack.name,
+        id=attack.config.label,
+        summary=attack.summary,
+        parameters=parameters,
+        auc=metrics.auc(is_member, scores),
+        tpr_at_fpr=tprs,
+        tpr_at_fpr_supported=supported,
+        balanced_accuracy=metrics.balanced_accuracy(is_member, scores),
+        advantage=metrics.advantage(is_member, scores),
+        roc=evaluation.downsampled_roc(is_member, scores),
+        score_histogram=evaluation.score_histogram(is_member, scores),
+        per_class=evaluation.per_class(
+            is_member, scores, audit_set.labels, audit_set.class_names, fprs
+        ),
+        most_vulnerable=evaluation.most_vulnerable(
+            is_member, scores, audit_set.labels, audit_set.ids
+        ),
+    )

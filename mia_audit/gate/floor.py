@@ -1,0 +1,142 @@
+"""A gate floor: limits from the workflow file that the policy may tighten but never loosen.
+
+In CI the policy usually lives in the repository, so a pull request can edit it: raise
+`gate.max_auc` to 0.99, scope a condition to one weak attack, or waive it. The floor comes from
+somewhere the pull request does not control (the workflow's `with:` inputs, or
+`mia-audit run --floor-max-auc`), and the run is refused (exit 2) unless the policy's gate has,
+for every floor, a condition at least as strict that applies to every attack and that no
+suppression can waive. The policy stays the one source of the verdict: the floor only decides
+whether that policy may be used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mia_audit.errors import PolicyError
+from mia_audit.evaluation.metrics import fpr_key
+from mia_audit.gate.spec import GateSpec, MetricLimit
+from mia_audit.policy.schema import Policy
+
+
+@dataclass(frozen=True)
+class TprFloor:
+    fpr: float
+    max: float
+
+    @property
+    def option(self) -> str:
+        return f"--floor-max-tpr-at-fpr {self.fpr:g}:{self.max:g}"
+
+
+@dataclass(frozen=True)
+class GateFloor:
+    """The workflow's limits: AUC, and TPR at given FPRs."""
+
+    max_auc: float | None = None
+    max_tpr_at_fpr: tuple[TprFloor, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.max_auc is not None or bool(self.max_tpr_at_fpr)
+
+    def describe(self) -> str:
+        parts = [] if self.max_auc is None else [f"AUC <= {self.max_auc:g}"]
+        parts += [f"TPR at FPR {t.fpr:g} <= {t.max:g}" for t in self.max_tpr_at_fpr]
+        return "; ".join(parts)
+
+
+def parse_floor(max_auc: float | None, max_tpr_at_fpr: Sequence[str]) -> GateFloor:
+    """The floor from the command line; a malformed value is exit 2 naming the option."""
+    if max_auc is not None and not 0.0 <= max_auc <= 1.0:
+        raise PolicyError(f"--floor-max-auc: {max_auc:g} is not an AUC; give a number in 0..1")
+    tpr = tuple(_tpr_floor(text) for text in max_tpr_at_fpr)
+    fprs = [fpr_key(t.fpr) for t in tpr]
+    repeated = next((key for key in fprs if fprs.count(key) > 1), None)
+    if repeated is not None:
+        raise PolicyError(f"--floor-max-tpr-at-fpr: FPR {repeated} is given twice; give it once")
+    return GateFloor(max_auc, tpr)
+
+
+def _tpr_floor(text: str) -> TprFloor:
+    fpr_text, separator, max_text = text.strip().partition(":")
+    try:
+        fpr, limit = float(fpr_text), float(max_text)
+    except ValueError:
+        fpr, limit = float("nan"), float("nan")
+    if not separator or not (0.0 < fpr < 1.0 and 0.0 <= limit <= 1.0):
+        raise PolicyError(
+            f"--floor-max-tpr-at-fpr: {text!r} is not FPR:MAX; give e.g. 0.05:0.1 "
+            "(FPR between 0 and 1, MAX in 0..1)"
+        )
+    return TprFloor(fpr, limit)
+
+
+def check_floor(policy: Policy, floor: GateFloor) -> None:
+    """Raise PolicyError (exit 2) unless the policy's gate is at least as strict as `floor`
+    and the policy relaxes none of the checks made before a verdict."""
+    gate = policy.gate
+    relaxed = policy.preconditions.relaxed()
+    if floor and relaxed:
+        raise PolicyError(
+            f"{relaxed[0]}: relaxes a check made before the verdict, which a run with the "
+            f"workflow's floor ({floor.describe()}) does not allow; remove it (relaxed checks "
+            "are for local smoke tests)"
+        )
+    if floor.max_auc is not None:
+        limit = gate.max_auc
+        option = f"--floor-max-auc {floor.max_auc:g}"
+        _check_limit(policy, "gate.max_auc", "auc", limit, floor.max_auc, option)
+    for tpr in floor.max_tpr_at_fpr:
+        index, found = _tpr_limit(gate, tpr.fpr)
+        field = "gate.max_tpr_at_fpr" + ("" if index is None else f"[{index}]")
+        condition = f"tpr_at_fpr@{fpr_key(tpr.fpr)}"
+        _check_limit(policy, field, condition, found, tpr.max, tpr.option)
+
+
+def _tpr_limit(gate: GateSpec, fpr: float) -> tuple[int | None, MetricLimit | None]:
+    for index, limit in enumerate(gate.max_tpr_at_fpr):
+        if fpr_key(limit.fpr) == fpr_key(fpr):
+            return index, limit
+    return None, None
+
+
+def _check_limit(
+    policy: Policy,
+    field: str,
+    condition: str,
+    limit: MetricLimit | None,
+    floor: float,
+    option: str,
+) -> None:
+    source = f"the workflow's floor ({option})"
+    if limit is None:
+        raise PolicyError(
+            f"{field}: missing, but {source} requires the condition {condition!r} at "
+            f"{floor:g} or stricter; add it to the policy's gate"
+        )
+    if limit.max > floor:
+        raise PolicyError(
+            f"{field}: max {limit.max:g} is looser than {source}; the policy may tighten the "
+            f"floor but not loosen it: set it to {floor:g} or lower"
+        )
+    _check_scope(policy, f"{field}.attacks", limit.attacks, source)
+    _check_scope(policy, "gate.attacks", policy.gate.attacks, source)
+    for index, suppression in enumerate(policy.gate.suppressions):
+        if suppression.matches(condition):
+            raise PolicyError(
+                f"gate.suppressions[{index}]: waives {condition!r}, which {source} does not "
+                "let the policy waive; remove the suppression"
+            )
+
+
+def _check_scope(policy: Policy, field: str, scope: tuple[str, ...] | None, source: str) -> None:
+    """A condition scoped to some attacks is laxer than the floor, which covers them all."""
+    if scope is None:
+        return
+    left_out = [label for label in policy.attack_labels if label not in scope]
+    if left_out:
+        raise PolicyError(
+            f"{field}: leaves attack {left_out[0]!r} out of the condition, but {source} "
+            "applies to every attack; remove the scope"
+        )

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from mia_audit.attacks.base import Attack, AttackContext
+from mia_audit.data.audit import AuditSet
+from mia_audit.errors import (
+    AuditError,
+)
+from mia_audit.evaluation import breakdowns as evaluation
+from mia_audit.evaluation.evaluate import StatisticsInput, add_statistics, attack_result
+from mia_audit.gate.evaluate import (
+    gate_fprs,
+)
+from mia_audit.pipeline import preconditions
+from mia_audit.pipeline.tracking import Timer
+from mia_audit.policy.schema import Policy
+from mia_audit.progress import Progress
+from mia_audit.result import (
+    AttackResult,
+)
+
+
+def _run_attacks(
+    attacks: Sequence[Attack],
+    context: AttackContext,
+    audit_set: AuditSet,
+    policy: Policy,
+    progress: Progress,
+    timer: Timer,
+) -> list[AttackResult]:
+    fprs = evaluation.report_fprs(gate_fprs(policy.gate))
+    inputs = _statistics_input(context, audit_set, policy, fprs)
+    results = []
+    scores_by_attack: dict[str, np.ndarray] = {}
+    for attack in attacks:
+        label = attack.config.label
+        with timer.phase(f"attack:{label}"), progress.stage(f"attack {label}", None):
+            start = time.perf_counter()
+            output = attack.score(context)
+            scores = np.asarray(output.scores, dtype=np.float64)
+            if scores.shape != audit_set.labels.shape or not np.isfinite(scores).all():
+                raise AuditError(
+                    f"attack {label!r} produced invalid scores (non-finite or wrong shape)"
+                )
+            result = attack_result(attack, output.parameters, scores, audit_set, fprs)
+            result.seconds = round(time.perf_counter() - start, 3)
+        with timer.phase("statistics"), progress.stage(f"statistics {label}", None):
+            add_statistics(result, scores, inputs)
+        results.append(result)
+        scores_by_attack[label] = scores
+    preconditions.check_attacks_oriented(audit_set.is_member, scores_by_attack)
+    preconditions.check_swapped_view(
+        policy.gate, audit_set.is_member, audit_set.labels, scores_by_attack
+    )
+    return results
+
+
+def _statistics_input(
+    context: AttackContext, audit_set: AuditSet, policy: Policy, fprs: Sequence[float]
+) -> StatisticsInput:
+    """What every attack's CIs need: membership, labels, target correctness, the settings."""
+    predicted = np.asarray(context.target.identity).argmax(axis=-1)
+    return StatisticsInput(
+        is_member=audit_set.is_member,
+        labels=audit_set.labels,
+        correct=predicted == audit_set.labels,
+        fprs=fprs,
+        spec=policy.statistics,
+        seed=policy.runtime.seed,
+    )

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mia_audit.attacks.reference_base import ReferenceRequest
+from mia_audit.models.inference import (
+    Preprocessor,
+)
+from mia_audit.models.loading import LoadedModel
+from mia_audit.pipeline.inputs import AuditData
+from mia_audit.pipeline.target import _engine_key
+from mia_audit.policy.loading import LoadedPolicy
+from mia_audit.progress import Notify, Progress
+from mia_audit.references.executors.base import Architecture
+from mia_audit.references.provider import ReferenceModels, ReferenceSetup, TargetModel
+
+
+def prepare_references(
+    loaded: LoadedPolicy,
+    data: AuditData,
+    model: LoadedModel,
+    num_classes: int,
+    preprocess: Preprocessor,
+    requests: Sequence[ReferenceRequest],
+    device: str,
+    progress: Progress,
+    notify: Notify | None = None,
+) -> ReferenceModels:
+    """Train (or load) every reference model the attacks asked for, once, with their logits."""
+    policy = loaded.policy
+    recipe = policy.reference_training.resolve(policy.model, data.members_available)
+    assert recipe.architecture is not None  # the policy validator guarantees one
+    audit_set = data.audit_set
+    setup = ReferenceSetup(
+        recipe=recipe,
+        architecture=Architecture(
+            recipe.architecture, num_classes, bool(recipe.cifar_stem), loaded.path.parent
+        ),
+        audit_images=audit_set.images,
+        audit_labels=audit_set.labels,
+        population=audit_set.population,
+        preprocess=preprocess,
+        device=device,
+        batch_size=policy.runtime.batch_size,
+        seed=policy.runtime.seed,
+        target=TargetModel(model.classifier, model.sha256, _engine_key(model)),
+    )
+    references = ReferenceModels(setup, policy.runtime.cache_dir, progress=progress, notify=notify)
+    references.prepare(requests)
+    progress.note(
+        f"reference models: {references.trained} trained, "
+        f"{len(references.model_keys) - references.trained} reused from the cache"
+    )
+    return references

@@ -1,0 +1,221 @@
+"""The audit pipeline: policy -> inputs -> logits -> attacks -> metrics -> gate -> result.
+
+This module owns no terminal and writes no report; it reads the files the policy names and the
+cache, and returns a `Result`. The CLI decides what to print and where to write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+
+import numpy as np
+
+from mia_audit import __version__
+from mia_audit.attacks.base import AttackContext, check_attack_data
+from mia_audit.attacks.reference_base import REFERENCES, ReferenceAttack
+from mia_audit.attacks.registry import create_attack
+from mia_audit.data.audit import AuditSet
+from mia_audit.environment import describe_environment
+from mia_audit.errors import (
+    EXIT_GATE_FAILED,
+    EXIT_PASS,
+)
+from mia_audit.gate.evaluate import (
+    _gate_metrics,
+    check_gate_support,
+    evaluate_gate,
+    gate_baseline,
+    gate_passed,
+    utc_today,
+)
+from mia_audit.models.architectures import named_factories
+from mia_audit.models.device import resolve_device
+from mia_audit.models.inference import (
+    output_notes,
+)
+from mia_audit.models.loading import load_target
+from mia_audit.pipeline import preconditions
+from mia_audit.pipeline.attacks import _run_attacks
+from mia_audit.pipeline.inputs import (
+    AuditData,
+    check_population,
+    load_audit_data,
+    population_requirement,
+)
+from mia_audit.pipeline.references import prepare_references
+from mia_audit.pipeline.target import (
+    _check_model,
+    _naming_model,
+    _target_fit,
+    _target_info,
+    _target_logits,
+    preprocessor,
+    target_accuracy,
+)
+from mia_audit.pipeline.tracking import Timer, TrustNotes
+from mia_audit.policy.loading import LoadedPolicy
+from mia_audit.policy.schema import Policy
+from mia_audit.progress import Progress, SilentProgress
+from mia_audit.references.fit import assess_reference_fit
+from mia_audit.result import (
+    DataInfo,
+    GateResult,
+    PolicyInfo,
+    Result,
+    ToolInfo,
+)
+
+
+def run_audit(
+    loaded: LoadedPolicy,
+    progress: Progress | None = None,
+    *,
+    clock: Callable[[], date] = utc_today,
+) -> Result:
+    """Run every attack of the policy and evaluate its gate.
+
+    `clock` gives the date suppressions expire against (injectable, so tests can pin it).
+    """
+    progress = progress or SilentProgress()
+    policy = loaded.policy
+    timer = Timer()
+    trust = TrustNotes(progress)
+    attacks = [create_attack(config) for config in policy.attacks]
+    baseline = gate_baseline(policy.gate)
+    today = clock()
+    preconditions.check_waivers(policy.gate.suppressions, today)
+    with timer.phase("load"):
+        device = resolve_device(policy.runtime.device)
+        data = load_audit_data(policy, population_needed=population_requirement(policy))
+        if policy.data.population is not None:
+            check_population(policy, data.members_available, data.audit_set.population)
+        model = load_target(policy.model, device, search_path=loaded.path.parent)
+    check_gate_support(
+        policy.gate, data.audit_set.n_non_members, policy.statistics.min_false_positives
+    )
+    check_attack_data(attacks, data.audit_set.n_members, data.audit_set.n_non_members)
+    notes = [*data.audit_set.notes, *_checked_sizes(policy, data.audit_set)]
+    for note in notes:
+        progress.note(note)
+    preprocess = preprocessor(policy)
+    with timer.phase("inference"), _naming_model(policy):
+        num_classes, precision = _check_model(model, data, policy, preprocess)
+        target = _target_logits(
+            policy, model, data.audit_set, preprocess, attacks, progress, trust.note
+        )
+    fit_notes = preconditions.check_target_fit(
+        _target_fit(target, data.audit_set, num_classes), policy.preconditions
+    )
+    for note in fit_notes:
+        progress.note(note)
+    notes += fit_notes
+    model_notes = output_notes(target.identity)
+    for note in model_notes:
+        progress.note(note)
+    notes += model_notes
+    extras: dict[str, object] = {}
+    reference_attacks = [attack for attack in attacks if isinstance(attack, ReferenceAttack)]
+    references_fit = None
+    if reference_attacks:
+        with timer.phase("reference models"):
+            references = prepare_references(
+                loaded,
+                data,
+                model,
+                num_classes,
+                preprocess,
+                [attack.request() for attack in reference_attacks],
+                device,
+                progress,
+                trust.note,
+            )
+        extras[REFERENCES] = references
+        references_fit = assess_reference_fit(
+            references.set_fits,
+            [(a.config.label, a.request().mode, a.request().count) for a in reference_attacks],
+            target_accuracy(target, data.audit_set),
+            references.setup.recipe,
+            policy.preconditions.reference_fit,
+            trust.note,
+        )
+    context = AttackContext(
+        target=target,
+        labels=data.audit_set.labels,
+        is_member=data.audit_set.is_member,
+        random_state=policy.runtime.seed,
+        extras=extras,
+    )
+    results = _run_attacks(attacks, context, data.audit_set, policy, progress, timer)
+    gate_conditions = evaluate_gate(
+        policy.gate, _gate_metrics(results), baseline=baseline, today=today
+    )
+    passed = gate_passed(gate_conditions)
+    return Result(
+        tool=ToolInfo(version=__version__),
+        passed=passed,
+        exit_code=EXIT_PASS if passed else EXIT_GATE_FAILED,
+        seed=policy.runtime.seed,
+        policy=PolicyInfo(
+            name=policy.name, path=str(loaded.path), sha256=loaded.sha256, document=loaded.document
+        ),
+        target=_target_info(policy, model, target, data.audit_set, num_classes, precision),
+        data=_data_info(data, policy),
+        attacks=results,
+        gate=GateResult(passed=passed, conditions=gate_conditions, evaluated_on=today),
+        baseline=baseline.info if baseline is not None else None,
+        factories=named_factories(policy, loaded.path.parent),
+        environment=describe_environment(
+            model.classifier.device, model.classifier.engine, precision
+        ),
+        timings=timer.seconds,
+        notes=[*notes, *trust.notes],
+        references=references_fit,
+    )
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+# --- reference models -------------------------------------------------------------------------
+
+
+# --- attacks and metrics ----------------------------------------------------------------------
+
+
+def _checked_sizes(policy: Policy, audit_set: AuditSet) -> list[str]:
+    size = preconditions.AuditSize(
+        audit_set.n_members, audit_set.n_non_members, _class_sizes(audit_set)
+    )
+    return preconditions.check_sample_sizes(
+        policy.gate, size, policy.statistics, policy.preconditions
+    )
+
+
+def _class_sizes(audit_set: AuditSet) -> list[tuple[int, int]]:
+    """(members, non-members) of every class in the audit set."""
+    labels, members = audit_set.labels, audit_set.is_member
+    return [
+        (int((members & (labels == c)).sum()), int((~members & (labels == c)).sum()))
+        for c in np.unique(labels)
+    ]
+
+
+# --- result pieces ----------------------------------------------------------------------------
+
+
+def _data_info(data: AuditData, policy: Policy) -> DataInfo:
+    audit_set = data.audit_set
+    from mia_audit.store.hashing import arrays_sha256
+
+    return DataInfo(
+        n_members=audit_set.n_members,
+        n_non_members=audit_set.n_non_members,
+        n_population=len(audit_set.population) if audit_set.population else 0,
+        population_origin=audit_set.population_origin,
+        image_shape=list(audit_set.images.shape[1:]),
+        sha256=arrays_sha256(audit_set.images, audit_set.labels, audit_set.is_member),
+        sources=data.sources,
+        class_names=list(audit_set.class_names) if audit_set.class_names else None,
+        notes=list(audit_set.notes),
+    )

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (
+    Field,
+)
+
+from mia_audit.settings import PolicyPath, StrictModel
+
+
+class Preconditions(StrictModel):
+    """Checks made before any verdict (README, "Preconditions"); relax them only for smoke
+    tests: every relaxed check is named in the report."""
+
+    allow_small_audit: bool = Field(
+        False,
+        description=(
+            "Evaluate gate conditions on an audit set smaller than each condition's documented "
+            "minimum (a smoke test, not evidence; the report says so)."
+        ),
+    )
+    allow_weak_target: bool = Field(
+        False,
+        description=(
+            "Accept a target that does not classify its members well above chance (normally "
+            "a sign of wrong preprocessing)."
+        ),
+    )
+    max_shared_fraction: float = Field(
+        0.01,
+        ge=0,
+        le=0.1,
+        description=(
+            "Largest fraction of images two data sets (members, non-members, population) may "
+            "share (identical pixels) before the audit is refused."
+        ),
+    )
+    reference_fit: Literal["warn", "error"] = Field(
+        "warn",
+        description=(
+            "Reference models whose mean accuracy on their own training samples is more than "
+            "0.1 below the target's accuracy on its members do not reproduce the target's fit "
+            "(reference attacks then understate the risk): `warn` (a note), or `error` (exit 2)."
+        ),
+    )
+
+    def relaxed(self) -> list[str]:
+        """The checks this policy loosens beyond the defaults, as `preconditions.<key>`."""
+        default = Preconditions()
+        loosened = [
+            key
+            for key in ("allow_small_audit", "allow_weak_target")
+            if getattr(self, key) and not getattr(default, key)
+        ]
+        if self.max_shared_fraction > default.max_shared_fraction:
+            loosened.append("max_shared_fraction")
+        return [f"preconditions.{key}" for key in loosened]
+
+
+class RuntimeSpec(StrictModel):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, ge=0)
+    batch_size: int = Field(512, ge=1)
+    cache_dir: PolicyPath = Field(Path(".mia-cache"), description="Logits and model cache.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="GPU inference precision; `auto` uses bf16 when logits match fp32 closely.",
+    )

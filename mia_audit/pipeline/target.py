@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+
+from mia_audit.attacks.base import Attack, ViewLogits
+from mia_audit.attacks.queries import IDENTITY, View
+from mia_audit.data.audit import AuditSet
+from mia_audit.errors import (
+    InputError,
+    ModelError,
+)
+from mia_audit.evaluation import breakdowns as evaluation
+from mia_audit.models.inference import (
+    LogitsRequest,
+    Preprocessor,
+    cached_predict,
+    choose_precision,
+)
+from mia_audit.models.loading import LoadedModel
+from mia_audit.pipeline.inputs import AuditData
+from mia_audit.pipeline.preconditions import TargetFit
+from mia_audit.policy.schema import Policy
+from mia_audit.progress import Notify, Progress
+from mia_audit.result import (
+    Accuracy,
+    TargetInfo,
+)
+from mia_audit.store.cache import ArrayCache
+
+
+def preprocessor(policy: Policy) -> Preprocessor:
+    spec = policy.preprocessing
+    return Preprocessor(spec.mean, spec.std, spec.input_size, spec.channel_order)
+
+
+@contextmanager
+def _naming_model(policy: Policy) -> Iterator[None]:
+    """Name the model file in errors raised where only the classifier was known."""
+    try:
+        yield
+    except ModelError as error:
+        raise ModelError(f"model.path: {policy.model.path}: {error}") from error
+
+
+def _check_model(
+    model: LoadedModel, data: AuditData, policy: Policy, preprocess: Preprocessor
+) -> tuple[int, str]:
+    """Run a probe batch: output width must fit num_classes and the labels."""
+    audit_set = data.audit_set
+    preprocess.output_channels(audit_set.images.shape[1])
+    probe = preprocess(audit_set.images[: min(8, len(audit_set.images))])
+    logits = _probe(model, probe)
+    num_classes = logits.shape[1]
+    declared = policy.model.num_classes
+    if declared is not None and declared != num_classes:
+        raise InputError(
+            f"model.num_classes: is {declared} but the model ({policy.model.path.name}) outputs "
+            f"{num_classes} logits; set model.num_classes: {num_classes}, or use the right model"
+        )
+    label, source = data.largest_label()
+    if label >= num_classes:
+        raise InputError(
+            f"{source}: label {label} is out of range for a model with {num_classes} outputs; "
+            f"labels must be 0..{num_classes - 1}: fix the labels, or use the right model"
+        )
+    precision = choose_precision(model.classifier, probe, policy.runtime.precision)
+    return num_classes, precision
+
+
+def _probe(model: LoadedModel, probe: np.ndarray) -> np.ndarray:
+    from mia_audit.models.inference import _run_padded
+
+    return _run_padded(model.classifier, probe)
+
+
+def views_needed(attacks: Sequence[Attack]) -> tuple[View, ...]:
+    """The union of the attacks' query views, identity first (for accuracy)."""
+    views = {IDENTITY}
+    for attack in attacks:
+        views.update(attack.views)
+    return (IDENTITY, *sorted(views - {IDENTITY}))
+
+
+def _target_logits(
+    policy: Policy,
+    model: LoadedModel,
+    audit_set: AuditSet,
+    preprocess: Preprocessor,
+    attacks: Sequence[Attack],
+    progress: Progress,
+    notify: Notify,
+) -> ViewLogits:
+    views = views_needed(attacks)
+    cache = ArrayCache(policy.runtime.cache_dir, notify=notify)
+    request = LogitsRequest(
+        model_sha256=model.sha256,
+        data_sha256=_audit_images_sha256(audit_set),
+        preprocess=preprocess,
+        engine=_engine_key(model),
+    )
+    with progress.stage(f"target inference ({len(views)} views)", len(audit_set.labels)) as advance:
+        logits = cached_predict(
+            cache,
+            request,
+            model.classifier,
+            audit_set.images,
+            views,
+            policy.runtime.batch_size,
+            advance=advance,
+            notify=progress.note,
+            what="the target's logits on the audit set",
+        )
+    return ViewLogits(views=views, logits=logits)
+
+
+def _engine_key(model: LoadedModel) -> str:
+    """Engine, device and autocast precision: all three change the logits."""
+    classifier = model.classifier
+    precision = getattr(classifier, "autocast_dtype", None) or "fp32"
+    return f"{classifier.engine}:{classifier.device}:{precision}"
+
+
+def _audit_images_sha256(audit_set: AuditSet) -> str:
+    from mia_audit.store.hashing import arrays_sha256
+
+    return arrays_sha256(audit_set.images)
+
+
+def target_accuracy(target: ViewLogits, audit_set: AuditSet) -> Accuracy:
+    """The target's top-1 accuracy on members and on non-members (identity view)."""
+    logits, members, labels = target.identity, audit_set.is_member, audit_set.labels
+    return Accuracy(
+        members=evaluation.accuracy(logits[members], labels[members]),
+        non_members=evaluation.accuracy(logits[~members], labels[~members]),
+    )
+
+
+def _target_info(
+    policy: Policy,
+    model: LoadedModel,
+    target: ViewLogits,
+    audit_set: AuditSet,
+    num_classes: int,
+    precision: str,
+) -> TargetInfo:
+    return TargetInfo(
+        path=str(policy.model.path),
+        format=model.format,
+        sha256=model.sha256,
+        architecture=model.architecture,
+        factory=model.factory,
+        num_classes=num_classes,
+        engine=model.classifier.engine,
+        precision=precision,
+        accuracy=target_accuracy(target, audit_set),
+    )
+
+
+def _target_fit(target: ViewLogits, audit_set: AuditSet, num_classes: int) -> TargetFit:
+    correct = target.identity.argmax(axis=-1) == audit_set.labels
+    members = audit_set.is_member
+    return TargetFit(
+        member_correct=correct[members],
+        non_member_correct=correct[~members],
+        member_labels=audit_set.labels[members],
+        num_classes=num_classes,
+    )

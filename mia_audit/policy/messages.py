@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ValidationError,
+)
+
+from mia_audit.policy._yaml import Location
+from mia_audit.policy.schema import Policy
+
+
+def describe_validation_error(
+    error: ValidationError, source: Path | str, lines: dict[Location, int]
+) -> str:
+    """One line: file, line, the YAML path of the first problem, and what is wrong."""
+    problems = error.errors(include_url=False)
+    first = problems[0]
+    yaml_path = _yaml_location(first["loc"], lines)
+    line = _line_of(yaml_path, lines)
+    where = f"{source}" + (f" line {line}" if line else "")
+    field = _dotted(yaml_path) or "policy"
+    message = _problem_text(first, yaml_path)
+    more = len(problems) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{where}: {field}: {message}{suffix}"
+
+
+def _yaml_location(loc: Sequence[str | int], lines: dict[Location, int]) -> Location:
+    """Drop pydantic's internal loc parts (union tags, validator names) that are not YAML keys."""
+    path: Location = ()
+    for part in loc:
+        candidate = (*path, part)
+        if candidate in lines or isinstance(part, int) or not lines:
+            path = candidate
+    if loc and loc[-1] not in path and isinstance(loc[-1], str) and not _is_tag(loc[-1]):
+        path = (*path, loc[-1])
+    return path
+
+
+def _is_tag(part: str) -> bool:
+    return part.startswith(("function-", "tagged-union")) or part in _ATTACK_NAMES
+
+
+def _line_of(path: Location, lines: dict[Location, int]) -> int | None:
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return None
+
+
+def _dotted(path: Location) -> str:
+    text = ""
+    for part in path:
+        name = _key_text(part)
+        text += f"[{part}]" if isinstance(part, int) else (f".{name}" if text else name)
+    return text
+
+
+def _key_text(part: object) -> str:
+    """A key as written, quoted when it holds line breaks or other unprintable characters
+    (the message must stay one line)."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)
+
+
+def _problem_text(problem: Any, yaml_path: Location) -> str:
+    kind = problem["type"]
+    if kind == "extra_forbidden":
+        key = str(yaml_path[-1]) if yaml_path else "?"
+        allowed = _allowed_keys(problem["loc"])
+        hint = difflib.get_close_matches(key, allowed, n=1)
+        did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+        listing = f"; allowed: {', '.join(sorted(allowed))}" if allowed and not hint else ""
+        return f"unknown key {key!r}{did_you_mean}{listing}"
+    if kind == "missing":
+        advice = _MISSING_HINTS.get(tuple(str(part) for part in yaml_path))
+        return "required key is missing" + (f"; {advice}" if advice else "")
+    if kind == "union_tag_invalid":
+        return _unknown_attack_text(problem)
+    message = str(problem["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return message[0].lower() + message[1:] if message else kind
+
+
+#: What to write when a required section is missing.
+_MISSING_HINTS = {
+    ("preprocessing",): (
+        "give the mean and std (on the 0..1 scale) the model was trained with, or "
+        "`preprocessing: none` when the model normalises its input itself"
+    ),
+    ("preprocessing", "mean"): "give one value per channel on the 0..1 scale",
+    ("preprocessing", "std"): "give one value per channel on the 0..1 scale",
+    ("gate",): "add at least one condition, e.g. `gate: {max_auc: 0.6}`",
+}
+
+
+def _unknown_attack_text(problem: Any) -> str:
+    tag = problem.get("ctx", {}).get("tag", "?")
+    hint = difflib.get_close_matches(str(tag), _ATTACK_NAMES, n=1)
+    did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"unknown attack {tag!r}{did_you_mean}; available: {', '.join(_ATTACK_NAMES)}"
+
+
+def _allowed_keys(loc: Sequence[str | int]) -> list[str]:
+    """The keys allowed where an unknown key was found (walks pydantic's loc, tags included)."""
+    from mia_audit.attacks.registry import attack_config
+
+    model: Any = Policy
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if _is_model(model) and part in model.model_fields:
+            model = _unwrap(model.model_fields[part].annotation)
+        elif part in _ATTACK_NAMES:
+            model = attack_config(part)
+    return list(model.model_fields) if _is_model(model) else []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Find the model class inside Optional[...], tuple[...], Annotated[...]."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType, tuple, list):
+        models = [_unwrap(arg) for arg in typing.get_args(annotation) if arg is not type(None)]
+        models = [m for m in models if _is_model(m)]
+        return models[0] if len(models) == 1 else None
+    return annotation
+
+
+def _is_model(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
+
+
+def _attack_names() -> list[str]:
+    from mia_audit.attacks.registry import attack_names
+
+    return attack_names()
+
+
+_ATTACK_NAMES = _attack_names()

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mia_audit.progress import Advance
+from mia_audit.references.settings import TrainingRecipe
+from mia_audit.references.training import TrainingData, TrainingJob
+from mia_audit.store.cache import StateDict
+from mia_audit.store.hashing import file_sha256
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How to build a fresh reference model (picklable, for remote executors)."""
+
+    name: str
+    num_classes: int
+    cifar_stem: bool = False
+    search_path: Path | None = None
+
+    def build(self) -> nn.Module:
+        from mia_audit.models.architectures import build_architecture
+
+        return build_architecture(
+            self.name,
+            self.num_classes,
+            cifar_stem=self.cifar_stem,
+            search_path=self.search_path,
+            field="reference_training.architecture",
+        )
+
+    def cache_key(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "cifar_stem": self.cifar_stem,
+            "code": self._factory_source_sha256(),
+        }
+
+    def _factory_source_sha256(self) -> str | None:
+        """A `module:function` factory's source file hash: editing the code retrains."""
+        import inspect
+
+        from mia_audit.models.architectures import is_factory, load_factory
+
+        if not is_factory(self.name):
+            return None
+        function = load_factory(self.name, self.search_path, "reference_training.architecture")
+        try:
+            source = inspect.getsourcefile(function)
+        except TypeError:
+            return None
+        return file_sha256(Path(source)) if source else None
+
+
+@dataclass(frozen=True)
+class TrainingTask:
+    """One model to train: its cache key and its job (rows of the shared data, seed)."""
+
+    key: str
+    job: TrainingJob
+
+
+OnTrained = Callable[[TrainingTask, StateDict], None]
+
+
+class Executor(Protocol):
+    """Trains reference models.
+
+    ``train`` trains every task on the shared data with the recipe, and calls ``on_trained``
+    with each model's CPU state dict as soon as that model is finished (in any order), so that
+    it is cached before the next one starts: a run interrupted after k models resumes with the
+    rest. A cluster executor (Ray) ships ``data`` once (e.g. ``ray.put``), runs one remote task
+    per group of tasks on its GPUs, and calls ``on_trained`` here as results arrive.
+    """
+
+    def train(
+        self,
+        tasks: Sequence[TrainingTask],
+        data: TrainingData,
+        recipe: TrainingRecipe,
+        architecture: Architecture,
+        on_trained: OnTrained,
+        advance: Advance | None = None,
+    ) -> None: ...

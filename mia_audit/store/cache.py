@@ -1,0 +1,280 @@
+"""The on-disk cache (logits, reference models): a speed-up, never a source of truth.
+
+Every entry is two files: the payload (``<key>.npy``, ``<key>.pt``) and its integrity record
+beside it (``<key>.json``): the entry's key, the payload's sha256 and size, and for arrays their
+shape and dtype. A read verifies all of it. A mismatch, a missing or unreadable record, a payload
+that does not parse: the entry is a miss, both files are removed, the caller recomputes (and
+writes the entry again), and ``notify`` hears why. Only an entry that is simply absent is a
+silent miss. Nothing here raises for a damaged entry, so a damaged cache never fails a run, this
+one or the next.
+
+Records only catch damage (a torn or flipped file, an entry copied under another key): whoever
+can write the cache can write consistent records. The callers therefore also check behaviour:
+cached logits are re-computed on a random sample of rows (`mia_audit.spot_check`), cached
+reference models must fit their own training samples better than held-out ones
+(`mia_audit.reference_fit`). README.md, Security, says what the cache trusts.
+
+The record is written before the payload (each atomically), so a payload on disk always has its
+record: an interrupted write leaves at most a record without a payload, which is a plain miss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mia_audit.progress import Notify
+from mia_audit.store.atomic import atomic_write_bytes, atomic_write_text
+from mia_audit.store.hashing import json_sha256
+
+if TYPE_CHECKING:
+    import torch
+
+
+#: Part of every key: bumping it makes every older entry a plain miss. 2: integrity records.
+CACHE_FORMAT = 2
+
+
+class DamagedEntry(Exception):
+    """A cache entry failed verification; `reason` says how (one clause, for a note)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def record_path(path: Path) -> Path:
+    """Where the integrity record of the payload at `path` lives."""
+    return path.with_suffix(".json")
+
+
+def write_entry(path: Path, key: str, payload: bytes, **fields: Any) -> None:
+    """Write `payload` and its record (record first; both atomically)."""
+    record = {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "size": len(payload),
+        **fields,
+    }
+    atomic_write_text(record_path(path), json.dumps(record, sort_keys=True) + "\n")
+    atomic_write_bytes(path, payload)
+
+
+def read_entry(path: Path, key: str) -> tuple[bytes, dict[str, Any]] | None:
+    """The verified payload and its record; None when there is no payload.
+
+    Raises DamagedEntry when the payload is there but its record is missing, unreadable, names
+    another key or format, or disagrees with the payload's size or sha256.
+    """
+    try:
+        payload = path.read_bytes()
+    except FileNotFoundError:  # absent; a record alone is an interrupted write, harmless
+        return None
+    except OSError as error:
+        raise DamagedEntry(f"cannot be read ({error.strerror})") from None
+    record = _read_record(record_path(path))
+    if record.get("format") != CACHE_FORMAT or record.get("key") != key:
+        raise DamagedEntry("has an integrity record that belongs to another entry")
+    if record.get("size") != len(payload) or record.get("sha256") != _sha256(payload):
+        raise DamagedEntry(
+            "does not match its integrity record (sha256 differs: damaged or edited)"
+        )
+    return payload, record
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise DamagedEntry("has no integrity record") from None
+    except (OSError, ValueError):
+        raise DamagedEntry("has an unreadable integrity record") from None
+    if not isinstance(record, dict):
+        raise DamagedEntry("has an unreadable integrity record")
+    return record
+
+
+def _sha256(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+def discard_entry(path: Path) -> None:
+    """Remove an entry (payload and record); what cannot be removed is overwritten later."""
+    for part in (path, record_path(path)):
+        with contextlib.suppress(OSError):
+            part.unlink()
+
+
+def refusal_note(what: str, reason: str, path: Path | None, remedy: str = "recomputed") -> str:
+    """The note for a refused entry: what it held, why, and what replaces it."""
+    where = f" ({path})" if path is not None else ""
+    return f"cache: {what} {reason}; not used, {remedy}{where}"
+
+
+@dataclass
+class ArrayCache:
+    """Content-addressed numpy arrays under `root` (None: no cache), verified on every read.
+
+    `notify` hears of every entry refused (see the module docstring); `refused` keeps those
+    notes. `hits` and `misses` count verified reads and misses.
+    """
+
+    root: Path | None
+    notify: Notify | None = None
+
+    def __post_init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.refused: list[str] = []
+
+    def key(self, namespace: str, parts: dict[str, Any]) -> str:
+        return json_sha256({"namespace": namespace, "format": CACHE_FORMAT, **parts})
+
+    def path(self, namespace: str, key: str) -> Path:
+        assert self.root is not None
+        return self.root / namespace / key[:2] / f"{key}.npy"
+
+    def get(self, namespace: str, key: str, what: str = "an entry") -> np.ndarray | None:
+        """The verified array, or None (a miss: absent, or refused with a note)."""
+        if self.root is None:
+            return None
+        path = self.path(namespace, key)
+        try:
+            entry = read_entry(path, key)
+            value = None if entry is None else _verified_array(*entry)
+        except DamagedEntry as damaged:
+            self.refuse(namespace, key, what, damaged.reason)
+            return None
+        if value is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return value
+
+    def refuse(self, namespace: str, key: str, what: str, reason: str) -> None:
+        """Drop an entry found wanting (by its record or by a behaviour check), with a note."""
+        path = self.path(namespace, key) if self.root is not None else None
+        if path is not None:
+            discard_entry(path)
+        self.misses += 1
+        note = refusal_note(what, reason, path)
+        self.refused.append(note)
+        if self.notify is not None:
+            self.notify(note)
+
+    def discard(self, namespace: str, key: str) -> None:
+        """Drop an entry without a note (its source was refused and noted already)."""
+        if self.root is not None:
+            discard_entry(self.path(namespace, key))
+
+    def put(self, namespace: str, key: str, value: np.ndarray) -> None:
+        if self.root is None:
+            return
+        array = np.ascontiguousarray(value)
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        write_entry(
+            self.path(namespace, key),
+            key,
+            buffer.getvalue(),
+            shape=list(array.shape),
+            dtype=array.dtype.str,
+        )
+
+
+def _verified_array(payload: bytes, record: dict[str, Any]) -> np.ndarray:
+    """The array in a verified payload; its shape and dtype must be the record's."""
+    try:
+        value = np.load(io.BytesIO(payload), allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        raise DamagedEntry("is not a readable array") from None
+    if not isinstance(value, np.ndarray):
+        raise DamagedEntry("is not a single array")
+    if list(value.shape) != record.get("shape") or value.dtype.str != record.get("dtype"):
+        raise DamagedEntry("has a shape or dtype other than its integrity record's")
+    return value
+
+
+#: Trained weights as the model store holds them (names to CPU tensors).
+StateDict = dict[str, "torch.Tensor"]
+
+
+class ModelCache:
+    """Trained weights, content-addressed, one state-dict file per model with its integrity
+    record (`mia_audit.cache`).
+
+    Files are written atomically and read with ``torch.load(weights_only=True)`` after their
+    record is verified; a damaged, unreadable or unrecorded file is refused (removed, with a
+    note to `notify`) and counts as missing, so the model is trained again. Without a root the
+    cache lives in memory for the run.
+    """
+
+    def __init__(self, root: Path | None, notify: Notify | None = None) -> None:
+        self.root = root
+        self.notify = notify
+        self.refused: list[str] = []
+        self._memory: dict[str, StateDict] = {}
+
+    def path(self, key: str) -> Path:
+        assert self.root is not None
+        return self.root / key[:2] / f"{key}.pt"
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._memory if self.root is None else self.path(key).is_file()
+
+    def load(self, key: str) -> StateDict | None:
+        """The verified state dict, or None (absent, or refused with a note)."""
+        if self.root is None:
+            return self._memory.get(key)
+        try:
+            entry = read_entry(self.path(key), key)
+            return None if entry is None else _state_dict(entry[0])
+        except DamagedEntry as damaged:
+            self.refuse(key, damaged.reason)
+            return None
+
+    def refuse(self, key: str, reason: str) -> None:
+        """Drop a model found wanting (by its record or by its behaviour), with a note."""
+        path = None
+        if self.root is None:
+            self._memory.pop(key, None)
+        else:
+            path = self.path(key)
+            discard_entry(path)
+        note = refusal_note(f"reference model {key[:12]}", reason, path, "retrained")
+        self.refused.append(note)
+        if self.notify is not None:
+            self.notify(note)
+
+    def save(self, key: str, state: StateDict) -> None:
+        if self.root is None:
+            self._memory[key] = state
+            return
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_entry(self.path(key), key, buffer.getvalue(), tensors=len(state))
+
+
+def _state_dict(payload: bytes) -> StateDict:
+    """A verified payload as a state dict (weights only: never unpickles code)."""
+    import torch
+
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception:  # any parse failure of a file that is not a state dict
+        raise DamagedEntry("is not a readable state dict") from None
+    if not isinstance(state, dict) or not all(
+        isinstance(name, str) and isinstance(value, torch.Tensor) for name, value in state.items()
+    ):
+        raise DamagedEntry("is not a state dict (names to tensors)")
+    return state
