@@ -307,7 +307,9 @@ def test_epsilon_is_evaluated_on_the_evaluation_half() -> None:
     # changes the bound but not the threshold
     scrambled = scores.copy()
     scrambled[evaluation] = np.random.default_rng(0).permutation(scores[evaluation])
-    other = epsilon.epsilon_lower_bound(labels, scrambled, delta=1e-5, confidence=0.9, random_state=3)
+    other = epsilon.epsilon_lower_bound(
+        labels, scrambled, delta=1e-5, confidence=0.9, random_state=3
+    )
     assert other.threshold == bound.threshold
     assert other.epsilon < bound.epsilon
 

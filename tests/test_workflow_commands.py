@@ -21,7 +21,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mia_audit.cli.text import printable
+from mia_audit.reports.text import printable
 from tests.conftest import DigitsTarget, RunCli
 
 #: The runner's command extensions (workflow commands) and `stop-commands`.

@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mia_audit.cli.text import printable
 from mia_audit.errors import EXIT_GATE_FAILED, EXIT_INCOMPLETE, EXIT_INVALID, EXIT_PASS
+from mia_audit.reports.text import printable
 from mia_audit.result import Result, strongest_attack
 
 #: Formats the action needs besides the policy's own: numbers, step summary, the artifact.

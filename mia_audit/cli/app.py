@@ -24,8 +24,8 @@ from typing import Annotated, Any
 import typer
 
 from mia_audit import __version__
-from mia_audit.cli.text import printable
 from mia_audit.errors import EXIT_INCOMPLETE, EXIT_PASS, MiaAuditError
+from mia_audit.reports.text import printable
 
 app = typer.Typer(
     add_completion=False,
@@ -165,8 +165,8 @@ def run(
 ) -> None:
     """Run the audit the policy describes; exit 0 (pass), 1 (fail), 2 (invalid), 3 (error)."""
     with _guard(verbose) as done:
-        from mia_audit.gate.floor import check_floor, parse_floor
         from mia_audit.pipeline.run import run_audit
+        from mia_audit.policy.floor import check_floor, parse_floor
         from mia_audit.reports import render_reports, write_reports
         from mia_audit.reports.terminal import summary_text, verdict_line
 

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Iterator
 from typing import TextIO
 
-from mia_audit.cli.text import printable
 from mia_audit.progress import Advance
+from mia_audit.reports.text import printable
 
 
 class ConsoleProgress:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +14,6 @@ from mia_audit.errors import InputError
 if TYPE_CHECKING:
     from torch import nn
 
-    from mia_audit.policy.schema import Policy
     from mia_audit.result import FactoryInfo
 
 
@@ -97,8 +96,11 @@ def load_factory(spec: str, search_path: Path | None, field: str) -> Callable[..
     return function  # type: ignore[no-any-return]
 
 
-def named_factories(policy: Policy, search_path: Path | None) -> list[FactoryInfo]:
-    """Every `module:function` factory the policy names, with the module's file and its hash.
+def describe_factories(
+    named: Mapping[str, str | None], search_path: Path | None
+) -> list[FactoryInfo]:
+    """Every `module:function` factory among `named` (policy field -> architecture), with the
+    module's file and its hash.
 
     A module this run imported is described by the file it was imported from; one it did not
     (e.g. model.architecture of an ONNX target without reference models) is looked up on the
@@ -107,10 +109,6 @@ def named_factories(policy: Policy, search_path: Path | None) -> list[FactoryInf
     from mia_audit.result import FactoryInfo
     from mia_audit.store.hashing import file_sha256
 
-    named = {
-        "model.architecture": policy.model.architecture,
-        "reference_training.architecture": policy.reference_training.architecture,
-    }
     factories = []
     for field, name in named.items():
         if name is None or not is_factory(name):

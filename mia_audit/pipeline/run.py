@@ -29,7 +29,7 @@ from mia_audit.gate.evaluate import (
     gate_passed,
     utc_today,
 )
-from mia_audit.models.architectures import named_factories
+from mia_audit.models.architectures import describe_factories
 from mia_audit.models.device import resolve_device
 from mia_audit.models.inference import (
     output_notes,
@@ -164,7 +164,13 @@ def run_audit(
         attacks=results,
         gate=GateResult(passed=passed, conditions=gate_conditions, evaluated_on=today),
         baseline=baseline.info if baseline is not None else None,
-        factories=named_factories(policy, loaded.path.parent),
+        factories=describe_factories(
+            {
+                "model.architecture": policy.model.architecture,
+                "reference_training.architecture": policy.reference_training.architecture,
+            },
+            loaded.path.parent,
+        ),
         environment=describe_environment(
             model.classifier.device, model.classifier.engine, precision
         ),

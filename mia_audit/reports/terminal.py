@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mia_audit.cli.text import printable
+from mia_audit.reports.text import printable
 from mia_audit.result import Condition, Result, strongest_attack
 
 
