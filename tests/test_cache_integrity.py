@@ -43,7 +43,7 @@ from mia_audit.references.fit import (
 )
 from mia_audit.references.settings import TrainingRecipe
 from mia_audit.result import Accuracy
-from mia_audit.store.cache import CACHE_FORMAT, ArrayCache, ModelCache, record_path
+from mia_audit.store.cache import CACHE_FORMAT, entry_key, logits_store, model_store, record_path
 
 KEY = "ab" * 32
 Damage = Callable[[Path], None]
@@ -82,79 +82,79 @@ DAMAGE: dict[str, tuple[Damage, str]] = {
 }
 
 
-# --- ArrayCache ---------------------------------------------------------------------------------
+# --- the logits store ------------------------------------------------------------------------
 
 
 def test_array_round_trip_writes_a_record(tmp_path: Path) -> None:
-    cache = ArrayCache(tmp_path)
+    cache = logits_store(tmp_path)
     value = np.arange(12, dtype=np.float32).reshape(3, 4)
-    cache.put("logits", KEY, value)
-    record = json.loads(record_path(cache.path("logits", KEY)).read_text())
+    cache.put(KEY, value)
+    record = json.loads(record_path(cache.path(KEY)).read_text())
     assert record["key"] == KEY and record["format"] == CACHE_FORMAT
     assert record["shape"] == [3, 4] and record["dtype"] == "<f4"
-    np.testing.assert_array_equal(cache.get("logits", KEY), value)
+    np.testing.assert_array_equal(cache.get(KEY), value)
     assert (cache.hits, cache.misses, cache.refused) == (1, 0, [])
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_damaged_array_is_a_noted_miss_and_is_replaced(tmp_path: Path, damage: str) -> None:
     notes: list[str] = []
-    cache = ArrayCache(tmp_path, notify=notes.append)
+    cache = logits_store(tmp_path, notify=notes.append)
     value = np.random.default_rng(0).normal(size=(50, 10)).astype(np.float32)
-    cache.put("logits", KEY, value)
+    cache.put(KEY, value)
     harm, reason = DAMAGE[damage]
-    harm(cache.path("logits", KEY))
-    assert cache.get("logits", KEY, "the test's logits") is None
+    harm(cache.path(KEY))
+    assert cache.get(KEY, "the test's logits") is None
     assert len(notes) == 1 and notes[0].startswith("cache: the test's logits ")
     assert reason in notes[0] and "not used, recomputed" in notes[0]
-    assert not cache.path("logits", KEY).exists()  # removed, so it cannot fail a later run
-    cache.put("logits", KEY, value)
-    np.testing.assert_array_equal(cache.get("logits", KEY), value)
+    assert not cache.path(KEY).exists()  # removed, so it cannot fail a later run
+    cache.put(KEY, value)
+    np.testing.assert_array_equal(cache.get(KEY), value)
     assert len(notes) == 1
 
 
 def test_array_whose_record_lies_about_its_shape_is_refused(tmp_path: Path) -> None:
-    cache = ArrayCache(tmp_path)
-    cache.put("logits", KEY, np.zeros((4, 2), np.float32))
-    path = record_path(cache.path("logits", KEY))
+    cache = logits_store(tmp_path)
+    cache.put(KEY, np.zeros((4, 2), np.float32))
+    path = record_path(cache.path(KEY))
     path.write_text(json.dumps({**json.loads(path.read_text()), "shape": [2, 4]}))
-    assert cache.get("logits", KEY) is None
+    assert cache.get(KEY) is None
     assert "shape or dtype" in cache.refused[0]
 
 
 def test_a_record_without_its_array_is_a_silent_miss(tmp_path: Path) -> None:
     """What an interrupted write leaves (the record is written first)."""
-    cache = ArrayCache(tmp_path)
-    cache.put("logits", KEY, np.zeros((2, 2), np.float32))
-    cache.path("logits", KEY).unlink()
-    assert cache.get("logits", KEY) is None and cache.refused == [] and cache.misses == 1
+    cache = logits_store(tmp_path)
+    cache.put(KEY, np.zeros((2, 2), np.float32))
+    cache.path(KEY).unlink()
+    assert cache.get(KEY) is None and cache.refused == [] and cache.misses == 1
 
 
 def test_no_root_caches_nothing(tmp_path: Path) -> None:
-    cache = ArrayCache(None)
-    cache.put("logits", KEY, np.zeros(3))
-    assert cache.get("logits", KEY) is None
+    cache = logits_store(None)
+    cache.put(KEY, np.zeros(3))
+    assert cache.get(KEY) is None
 
 
-# --- ModelCache ---------------------------------------------------------------------------------
+# --- the model store -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_damaged_model_is_a_noted_miss(tmp_path: Path, damage: str) -> None:
     notes: list[str] = []
-    models = ModelCache(tmp_path, notify=notes.append)
-    models.save(KEY, {"weight": torch.randn(64, 64), "bias": torch.zeros(64)})
+    models = model_store(tmp_path, notify=notes.append)
+    models.put(KEY, {"weight": torch.randn(64, 64), "bias": torch.zeros(64)})
     harm, reason = DAMAGE[damage]
     harm(models.path(KEY))
-    assert models.load(KEY) is None
+    assert models.get(KEY) is None
     assert len(notes) == 1 and reason in notes[0] and "not used, retrained" in notes[0]
     assert KEY not in models
 
 
 def test_a_consistent_record_of_something_not_a_state_dict_is_refused(tmp_path: Path) -> None:
-    models = ModelCache(tmp_path)
-    models.save(KEY, [torch.zeros(2)])  # type: ignore[arg-type]
-    assert models.load(KEY) is None and "is not a state dict" in models.refused[0]
+    models = model_store(tmp_path)
+    models.put(KEY, [torch.zeros(2)])  # type: ignore[arg-type]
+    assert models.get(KEY) is None and "is not a state dict" in models.refused[0]
 
 
 # --- the spot check -----------------------------------------------------------------------------
@@ -222,19 +222,19 @@ def test_cached_predict_refuses_shuffled_logits_and_returns_the_models(
     views = (IDENTITY, View(mirror=True))
     request = LogitsRequest("m", "d", Preprocessor((0.5,) * 3, (0.25,) * 3), "torch:cpu:fp32")
     notes: list[str] = []
-    cache = ArrayCache(tmp_path, notify=notes.append)
+    cache = logits_store(tmp_path, notify=notes.append)
     honest = cached_predict(cache, request, tiny_model, images, views, 64)
     again = cached_predict(cache, request, tiny_model, images, views, 64, what="x")
     np.testing.assert_array_equal(again, honest)  # an honest cache changes nothing
     assert notes == []
-    key = cache.key("logits", request.key_parts(IDENTITY))
-    cache.put("logits", key, honest[0][np.random.default_rng(2).permutation(300)])
+    key = entry_key("logits", request.key_parts(IDENTITY))
+    cache.put(key, honest[0][np.random.default_rng(2).permutation(300)])
     checked = cached_predict(cache, request, tiny_model, images, views, 64, what="the logits")
     np.testing.assert_array_equal(checked, honest)
     assert len(notes) == 1
     assert notes[0].startswith("cache: the logits (view identity) disagrees with the model on")
     assert "of 128 re-computed samples" in notes[0]
-    np.testing.assert_array_equal(cache.get("logits", key), honest[0])  # overwritten
+    np.testing.assert_array_equal(cache.get(key), honest[0])  # overwritten
 
 
 def test_cached_predict_refuses_an_array_of_the_wrong_shape(
@@ -242,8 +242,8 @@ def test_cached_predict_refuses_an_array_of_the_wrong_shape(
 ) -> None:
     images = np.zeros((20, 3, 8, 8), np.uint8)
     request = LogitsRequest("m", "d", Preprocessor((0.5,) * 3, (0.25,) * 3), "torch:cpu:fp32")
-    cache = ArrayCache(tmp_path)
-    cache.put("logits", cache.key("logits", request.key_parts(IDENTITY)), np.zeros((19, 4)))
+    cache = logits_store(tmp_path)
+    cache.put(entry_key("logits", request.key_parts(IDENTITY)), np.zeros((19, 4)))
     logits = cached_predict(cache, request, tiny_model, images, [IDENTITY], 8)
     expected = predict(tiny_model, images, [IDENTITY], request.preprocess, 8)
     np.testing.assert_array_equal(logits, expected)

@@ -29,7 +29,7 @@ from mia_audit.models.inference import LogitsRequest
 from mia_audit.pipeline.inputs import load_audit_data
 from mia_audit.pipeline.target import preprocessor
 from mia_audit.policy.loading import load_policy
-from mia_audit.store.cache import ArrayCache, record_path
+from mia_audit.store.cache import ContentStore, logits_store, record_path
 from mia_audit.store.hashing import arrays_sha256, file_sha256
 from tests.conftest import DigitsTarget, RunCli
 
@@ -64,8 +64,8 @@ class Audited:
         shutil.rmtree(self.folder / ".mia-cache", ignore_errors=True)
         shutil.copytree(self.folder / "honest-cache", self.folder / ".mia-cache")
 
-    def cache(self) -> ArrayCache:
-        return ArrayCache(self.folder / ".mia-cache")
+    def cache(self) -> ContentStore[np.ndarray]:
+        return logits_store(self.folder / ".mia-cache")
 
     def key(self, view: View) -> str:
         """The cache key of the target's logits on the audit set for one view."""
@@ -137,7 +137,7 @@ def test_logits_shuffled_within_each_class_are_refused_and_the_fail_stands(
     audited.restore_cache()
     cache = audited.cache()
     key = audited.key(IDENTITY)
-    honest_logits = cache.get("logits", key)
+    honest_logits = cache.get(key)
     assert honest_logits is not None
     labels, is_member = audited.labels_and_membership()
     shuffled = honest_logits.copy()
@@ -145,7 +145,7 @@ def test_logits_shuffled_within_each_class_are_refused_and_the_fail_stands(
     for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
         shuffled[rows] = honest_logits[rng.permutation(rows)]
-    cache.put("logits", key, shuffled)  # with a record that matches: checksums cannot tell
+    cache.put(key, shuffled)  # with a record that matches: checksums cannot tell
     loss_auc = metrics.auc(is_member, -signals.cross_entropy(shuffled, labels))
     assert loss_auc < GATE_AUC  # used as is, the tampered entry would turn FAIL into PASS
 
@@ -161,7 +161,7 @@ def test_logits_shuffled_within_each_class_are_refused_and_the_fail_stands(
     assert note.endswith(f"not used, recomputed ({cache.path('logits', key)})")
     assert result["notes"] == [note.removeprefix("note: ")]
     assert_same_audit(result, audited.result)
-    np.testing.assert_array_equal(cache.get("logits", key), honest_logits)  # overwritten
+    np.testing.assert_array_equal(cache.get(key), honest_logits)  # overwritten
 
     code, stderr, result = run(audited, run_cli)
     assert code == 1 and cache_notes(stderr) == [] and result["notes"] == []
@@ -204,9 +204,9 @@ def test_damaged_logits_are_recomputed_and_the_next_run_is_clean(
     cache = audited.cache()
     (identity_damage, identity_reason), (mirror_damage, mirror_reason) = DAMAGES[case]
     if "shape" in mirror_reason:  # a consistent record of an array that cannot be logits
-        cache.put("logits", audited.key(MIRROR), np.zeros(400, np.float32))
-    identity_damage(cache.path("logits", audited.key(IDENTITY)))
-    mirror_damage(cache.path("logits", audited.key(MIRROR)))
+        cache.put(audited.key(MIRROR), np.zeros(400, np.float32))
+    identity_damage(cache.path(audited.key(IDENTITY)))
+    mirror_damage(cache.path(audited.key(MIRROR)))
 
     code, stderr, result = run(audited, run_cli)
     assert code == audited.exit_code

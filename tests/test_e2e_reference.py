@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mia_audit.store.cache import ModelCache
+from mia_audit.store.cache import model_store
 from tests.conftest import DigitsTarget, RunCli
 
 #: The target's own recipe (mia_audit.demo: ResNet18, AdamW, no augmentation); the architecture
@@ -180,12 +180,12 @@ def tampered(
     shutil.copytree(folder, copy)
     honest = runs[0][2]
     online, offline = model_keys(honest, "online"), model_keys(honest, "offline")
-    models = ModelCache(copy / ".mia-cache" / "models")
+    models = model_store(copy / ".mia-cache")
     for first, second in ((online[0], online[1]), (offline[0], offline[1])):
-        one, other = models.load(first), models.load(second)
+        one, other = models.get(first), models.get(second)
         assert one is not None and other is not None
-        models.save(first, other)
-        models.save(second, one)
+        models.put(first, other)
+        models.put(second, one)
     path = models.path(offline[2])
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     shutil.rmtree(copy / ".mia-cache" / "logits")

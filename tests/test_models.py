@@ -15,7 +15,7 @@ from mia_audit.models.architectures import build_architecture
 from mia_audit.models.inference import LogitsRequest, Preprocessor, cached_predict
 from mia_audit.models.loading import load_target
 from mia_audit.models.settings import ModelSpec
-from mia_audit.store.cache import ArrayCache
+from mia_audit.store.cache import logits_store
 
 BATCH = np.random.default_rng(0).normal(size=(4, 3, 32, 32)).astype(np.float32)
 
@@ -131,7 +131,7 @@ def test_logits_cache_hits_on_second_run(tmp_path: Path, resnet: torch.nn.Module
     views = enumerate_views(True, 0)
     request = LogitsRequest("m", "d", Preprocessor((0.5,) * 3, (0.25,) * 3), "torch:cpu:fp32")
     counting = CountingClassifier(loaded.classifier)
-    cache = ArrayCache(tmp_path / "cache")
+    cache = logits_store(tmp_path / "cache")
     first = cached_predict(cache, request, counting, images, views, 4)  # type: ignore[arg-type]
     assert counting.images >= 12
     counted = counting.images

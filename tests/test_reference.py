@@ -22,7 +22,7 @@ from mia_audit.references.plans import offline_plan, online_keep_matrix, online_
 from mia_audit.references.provider import ReferenceModels, ReferenceSetup, TargetModel
 from mia_audit.references.settings import TrainingRecipe
 from mia_audit.references.training import TrainingData
-from mia_audit.store.cache import ModelCache
+from mia_audit.store.cache import ContentStore, StateDict, model_store
 
 MIRROR = View(mirror=True)
 
@@ -70,15 +70,15 @@ def test_offline_models_are_the_same_whatever_the_set_size() -> None:
 def test_model_cache_round_trip_and_torn_file(tmp_path: Path) -> None:
     import torch
 
-    cache = ModelCache(tmp_path)
+    cache = model_store(tmp_path)
     state = {"w": torch.arange(4.0)}
-    cache.save("ab" * 32, state)
+    cache.put("ab" * 32, state)
     assert "ab" * 32 in cache
-    loaded = cache.load("ab" * 32)
+    loaded = cache.get("ab" * 32)
     assert loaded is not None and torch.equal(loaded["w"], state["w"])
     cache.path("cd" * 32).parent.mkdir(parents=True, exist_ok=True)
     cache.path("cd" * 32).write_bytes(b"torn")
-    assert cache.load("cd" * 32) is None and "cd" * 32 not in cache
+    assert cache.get("cd" * 32) is None and "cd" * 32 not in cache
 
 
 # --- the provider, with a tiny model and a counting executor ----------------------------------
@@ -238,12 +238,12 @@ def test_different_data_trains_new_models(tmp_path: Path) -> None:
 # --- cached models are checked before they are used -------------------------------------------
 
 
-def swap(cache: ModelCache, first: str, second: str) -> None:
+def swap(cache: ContentStore[StateDict], first: str, second: str) -> None:
     """Swap two models' files, with consistent integrity records: only behaviour can tell."""
-    one, other = cache.load(first), cache.load(second)
+    one, other = cache.get(first), cache.get(second)
     assert one is not None and other is not None
-    cache.save(first, other)
-    cache.save(second, one)
+    cache.put(first, other)
+    cache.put(second, one)
 
 
 def test_swapped_models_are_refused_retrained_and_give_the_honest_logits(tmp_path: Path) -> None:
@@ -319,7 +319,7 @@ def test_a_model_trained_on_more_than_its_plan_is_refused(tmp_path: Path) -> Non
     (state,) = train_models(
         setup.architecture.build, honest._pools["offline"].data, [job], setup.recipe, "cpu"
     )
-    honest.models.save(key, state)
+    honest.models.put(key, state)
     shutil.rmtree(tmp_path / "logits")
     notes: list[str] = []
     executor = CountingExecutor()

@@ -19,7 +19,7 @@ from mia_audit.models import spot_check
 from mia_audit.models.classifier import Classifier, OutOfMemory, TorchClassifier
 from mia_audit.models.device import release_cuda_memory
 from mia_audit.progress import Advance, Notify
-from mia_audit.store.cache import ArrayCache
+from mia_audit.store.cache import ContentStore, entry_key
 
 #: Bump when anything changes how logits are computed, so old cache entries stop matching.
 INFERENCE_VERSION = 1
@@ -230,7 +230,7 @@ class LogitsRequest:
 
 
 def cached_predict(
-    cache: ArrayCache,
+    cache: ContentStore[np.ndarray],
     request: LogitsRequest,
     classifier: Classifier,
     images: np.ndarray,
@@ -244,17 +244,17 @@ def cached_predict(
 ) -> np.ndarray:
     """Like `predict`, computing only the views not already in the cache.
 
-    Cached views are verified first (`mia_audit.spot_check`): implausible arrays are refused,
+    Cached views are verified first (`mia_audit.models.spot_check`): implausible arrays are refused,
     and `check_rows` random rows of every cached view are recomputed with the model; a view that
     disagrees is refused (the cache notes why) and recomputed whole. `what` names the logits in
     those notes. The values returned for an honest cache are the cached ones, unchanged.
     """
-    keys = {view: cache.key("logits", request.key_parts(view)) for view in views}
+    keys = {view: entry_key("logits", request.key_parts(view)) for view in views}
     labels = {view: f"{what} (view {spot_check.view_label(view)})" for view in views}
-    found = {view: cache.get("logits", keys[view], labels[view]) for view in views}
+    found = {view: cache.get(keys[view], labels[view]) for view in views}
     refused = _unusable(classifier, request, images, found, batch_size, check_rows, notify)
     for view, reason in refused:
-        cache.refuse("logits", keys[view], labels[view], reason)
+        cache.refuse(keys[view], reason, labels[view])
         found[view] = None
     missing = [view for view in views if found[view] is None]
     if missing:
@@ -268,7 +268,7 @@ def cached_predict(
             notify=notify,
         )
         for view, logits in zip(missing, computed, strict=True):
-            cache.put("logits", keys[view], logits)
+            cache.put(keys[view], logits)
             found[view] = logits
     elif advance is not None:
         advance(len(images))

@@ -28,7 +28,7 @@ from mia_audit.result import (
     Accuracy,
     TargetInfo,
 )
-from mia_audit.store.cache import ArrayCache
+from mia_audit.store.cache import logits_store
 
 
 def preprocessor(policy: Policy) -> Preprocessor:
@@ -94,7 +94,7 @@ def _target_logits(
     notify: Notify,
 ) -> ViewLogits:
     views = views_needed(attacks)
-    cache = ArrayCache(policy.runtime.cache_dir, notify=notify)
+    cache = logits_store(policy.runtime.cache_dir, notify=notify)
     request = LogitsRequest(
         model_sha256=model.sha256,
         data_sha256=_audit_images_sha256(audit_set),

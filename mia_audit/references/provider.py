@@ -58,7 +58,7 @@ from mia_audit.references.fit import (
 from mia_audit.references.plans import ReferencePlan, make_plan
 from mia_audit.references.settings import TRAINER_VERSION, TrainingRecipe
 from mia_audit.references.training import TrainingData, TrainingJob
-from mia_audit.store.cache import ArrayCache, ModelCache, StateDict
+from mia_audit.store.cache import StateDict, entry_key, logits_store, model_store
 from mia_audit.store.hashing import arrays_sha256, json_sha256
 
 if TYPE_CHECKING:
@@ -179,9 +179,8 @@ class ReferenceModels:
         self.progress: Progress = progress or SilentProgress()
         self.notify: Notify = notify or self.progress.note
         self._refusals: list[str] = []
-        models_dir = None if cache_dir is None else cache_dir / "models"
-        self.models = ModelCache(models_dir, notify=self._refusals.append)
-        self.logits = ArrayCache(cache_dir, notify=self._refusals.append)
+        self.models = model_store(cache_dir, notify=self._refusals.append)
+        self.logits = logits_store(cache_dir, notify=self._refusals.append)
         self.executor: Executor = executor or LocalExecutor(setup.device, notify=self.progress.note)
         self.trained = 0
         self.loaded = 0
@@ -377,7 +376,7 @@ class ReferenceModels:
 
     def _cached_classifier(self, key: str) -> Classifier | None:
         """The cached model if its file is intact and fits the architecture; else None."""
-        state = self.models.load(key)
+        state = self.models.get(key)
         if state is None:
             return None
         module = self.setup.architecture.build()
@@ -393,7 +392,7 @@ class ReferenceModels:
         for part, view in items:
             self._values.pop((key, part, view), None)
             parts = self._request(key, part).key_parts(view)
-            self.logits.discard("logits", self.logits.key("logits", parts))
+            self.logits.discard(entry_key("logits", parts))
 
     # trained models
 
@@ -418,7 +417,7 @@ class ReferenceModels:
                 )
 
     def _store(self, task: TrainingTask, state: StateDict) -> None:
-        self.models.save(task.key, state)
+        self.models.put(task.key, state)
         self.trained += 1
 
     def _use_trained(self, pending: dict[str, set[tuple[str, View]]]) -> None:
@@ -437,10 +436,10 @@ class ReferenceModels:
             self.notify(unverifiable_note(unfit, len(pending)))
 
     def _trained_classifier(self, key: str) -> Classifier:
-        state = self.models.load(key)
+        state = self.models.get(key)
         if state is None:  # the file vanished or was torn since training: train it again
             self._train({key: self._task_of(key)})
-            state = self.models.load(key)
+            state = self.models.get(key)
             if state is None:
                 raise AuditError(
                     "runtime.cache_dir: a reference model just trained cannot be read back "

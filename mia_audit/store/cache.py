@@ -1,4 +1,6 @@
-"""The on-disk cache (logits, reference models): a speed-up, never a source of truth.
+"""The on-disk cache: one content-addressed store for logits and reference-model weights.
+
+A speed-up, never a source of truth.
 
 Every entry is two files: the payload (``<key>.npy``, ``<key>.pt``) and its integrity record
 beside it (``<key>.json``): the entry's key, the payload's sha256 and size, and for arrays their
@@ -10,9 +12,9 @@ one or the next.
 
 Records only catch damage (a torn or flipped file, an entry copied under another key): whoever
 can write the cache can write consistent records. The callers therefore also check behaviour:
-cached logits are re-computed on a random sample of rows (`mia_audit.spot_check`), cached
+cached logits are re-computed on a random sample of rows (`mia_audit.models.spot_check`), cached
 reference models must fit their own training samples better than held-out ones
-(`mia_audit.reference_fit`). README.md, Security, says what the cache trusts.
+(`mia_audit.references.fit`). README.md, Security, says what the cache trusts.
 
 The record is written before the payload (each atomically), so a payload on disk always has its
 record: an interrupted write leaves at most a record without a payload, which is a plain miss.
@@ -24,9 +26,9 @@ import contextlib
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -119,39 +121,75 @@ def refusal_note(what: str, reason: str, path: Path | None, remedy: str = "recom
     return f"cache: {what} {reason}; not used, {remedy}{where}"
 
 
-@dataclass
-class ArrayCache:
-    """Content-addressed numpy arrays under `root` (None: no cache), verified on every read.
+#: Trained weights as the model store holds them (names to CPU tensors).
+StateDict = dict[str, "torch.Tensor"]
+T = TypeVar("T")
 
-    `notify` hears of every entry refused (see the module docstring); `refused` keeps those
-    notes. `hits` and `misses` count verified reads and misses.
+
+def entry_key(namespace: str, parts: dict[str, Any]) -> str:
+    """The key of an entry: a hash of everything its value depends on."""
+    return json_sha256({"namespace": namespace, "format": CACHE_FORMAT, **parts})
+
+
+class Codec(Protocol[T]):
+    """How one kind of value becomes a payload (with record fields) and back, verified."""
+
+    suffix: str
+
+    def encode(self, value: T) -> tuple[bytes, dict[str, Any]]: ...
+
+    def decode(self, payload: bytes, record: dict[str, Any]) -> T:
+        """The value of a payload whose record checked out; DamagedEntry if it is not one."""
+        ...
+
+
+class ContentStore(Generic[T]):
+    """Content-addressed entries under `root`, each verified on every read.
+
+    `notify` hears of every entry refused (see the module docstring) and `refused` keeps those
+    notes; `remedy` says what replaces a refused entry ("recomputed", "retrained"). Without a
+    root nothing is stored, unless `in_memory` keeps the values for the run. `hits` and
+    `misses` count verified reads and misses.
     """
 
-    root: Path | None
-    notify: Notify | None = None
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        root: Path | None,
+        codec: Codec[T],
+        *,
+        notify: Notify | None = None,
+        remedy: str = "recomputed",
+        describe: Callable[[str], str] = lambda key: "an entry",
+        in_memory: bool = False,
+    ) -> None:
+        self.root = root
+        self.codec = codec
+        self.notify = notify
+        self.remedy = remedy
+        self.describe = describe
         self.hits = 0
         self.misses = 0
         self.refused: list[str] = []
+        self._memory: dict[str, T] | None = {} if in_memory and root is None else None
 
-    def key(self, namespace: str, parts: dict[str, Any]) -> str:
-        return json_sha256({"namespace": namespace, "format": CACHE_FORMAT, **parts})
-
-    def path(self, namespace: str, key: str) -> Path:
+    def path(self, key: str) -> Path:
         assert self.root is not None
-        return self.root / namespace / key[:2] / f"{key}.npy"
+        return self.root / key[:2] / f"{key}{self.codec.suffix}"
 
-    def get(self, namespace: str, key: str, what: str = "an entry") -> np.ndarray | None:
-        """The verified array, or None (a miss: absent, or refused with a note)."""
+    def __contains__(self, key: str) -> bool:
         if self.root is None:
-            return None
-        path = self.path(namespace, key)
+            return self._memory is not None and key in self._memory
+        return self.path(key).is_file()
+
+    def get(self, key: str, what: str | None = None) -> T | None:
+        """The verified value, or None (a miss: absent, or refused with a note)."""
+        if self.root is None:
+            return None if self._memory is None else self._memory.get(key)
         try:
-            entry = read_entry(path, key)
-            value = None if entry is None else _verified_array(*entry)
+            entry = read_entry(self.path(key), key)
+            value = None if entry is None else self.codec.decode(*entry)
         except DamagedEntry as damaged:
-            self.refuse(namespace, key, what, damaged.reason)
+            self.refuse(key, damaged.reason, what)
             return None
         if value is None:
             self.misses += 1
@@ -159,122 +197,100 @@ class ArrayCache:
         self.hits += 1
         return value
 
-    def refuse(self, namespace: str, key: str, what: str, reason: str) -> None:
+    def put(self, key: str, value: T) -> None:
+        if self.root is None:
+            if self._memory is not None:
+                self._memory[key] = value
+            return
+        payload, fields = self.codec.encode(value)
+        write_entry(self.path(key), key, payload, **fields)
+
+    def refuse(self, key: str, reason: str, what: str | None = None) -> None:
         """Drop an entry found wanting (by its record or by a behaviour check), with a note."""
-        path = self.path(namespace, key) if self.root is not None else None
-        if path is not None:
+        path = None
+        if self.root is not None:
+            path = self.path(key)
             discard_entry(path)
+        elif self._memory is not None:
+            self._memory.pop(key, None)
         self.misses += 1
-        note = refusal_note(what, reason, path)
+        note = refusal_note(what or self.describe(key), reason, path, self.remedy)
         self.refused.append(note)
         if self.notify is not None:
             self.notify(note)
 
-    def discard(self, namespace: str, key: str) -> None:
+    def discard(self, key: str) -> None:
         """Drop an entry without a note (its source was refused and noted already)."""
         if self.root is not None:
-            discard_entry(self.path(namespace, key))
+            discard_entry(self.path(key))
+        elif self._memory is not None:
+            self._memory.pop(key, None)
 
-    def put(self, namespace: str, key: str, value: np.ndarray) -> None:
-        if self.root is None:
-            return
+
+class ArrayCodec:
+    """numpy arrays as .npy (never pickled); the record holds their shape and dtype."""
+
+    suffix = ".npy"
+
+    def encode(self, value: np.ndarray) -> tuple[bytes, dict[str, Any]]:
         array = np.ascontiguousarray(value)
         buffer = io.BytesIO()
         np.save(buffer, array, allow_pickle=False)
-        write_entry(
-            self.path(namespace, key),
-            key,
-            buffer.getvalue(),
-            shape=list(array.shape),
-            dtype=array.dtype.str,
-        )
+        return buffer.getvalue(), {"shape": list(array.shape), "dtype": array.dtype.str}
 
-
-def _verified_array(payload: bytes, record: dict[str, Any]) -> np.ndarray:
-    """The array in a verified payload; its shape and dtype must be the record's."""
-    try:
-        value = np.load(io.BytesIO(payload), allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        raise DamagedEntry("is not a readable array") from None
-    if not isinstance(value, np.ndarray):
-        raise DamagedEntry("is not a single array")
-    if list(value.shape) != record.get("shape") or value.dtype.str != record.get("dtype"):
-        raise DamagedEntry("has a shape or dtype other than its integrity record's")
-    return value
-
-
-#: Trained weights as the model store holds them (names to CPU tensors).
-StateDict = dict[str, "torch.Tensor"]
-
-
-class ModelCache:
-    """Trained weights, content-addressed, one state-dict file per model with its integrity
-    record (`mia_audit.cache`).
-
-    Files are written atomically and read with ``torch.load(weights_only=True)`` after their
-    record is verified; a damaged, unreadable or unrecorded file is refused (removed, with a
-    note to `notify`) and counts as missing, so the model is trained again. Without a root the
-    cache lives in memory for the run.
-    """
-
-    def __init__(self, root: Path | None, notify: Notify | None = None) -> None:
-        self.root = root
-        self.notify = notify
-        self.refused: list[str] = []
-        self._memory: dict[str, StateDict] = {}
-
-    def path(self, key: str) -> Path:
-        assert self.root is not None
-        return self.root / key[:2] / f"{key}.pt"
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._memory if self.root is None else self.path(key).is_file()
-
-    def load(self, key: str) -> StateDict | None:
-        """The verified state dict, or None (absent, or refused with a note)."""
-        if self.root is None:
-            return self._memory.get(key)
+    def decode(self, payload: bytes, record: dict[str, Any]) -> np.ndarray:
         try:
-            entry = read_entry(self.path(key), key)
-            return None if entry is None else _state_dict(entry[0])
-        except DamagedEntry as damaged:
-            self.refuse(key, damaged.reason)
-            return None
+            value = np.load(io.BytesIO(payload), allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            raise DamagedEntry("is not a readable array") from None
+        if not isinstance(value, np.ndarray):
+            raise DamagedEntry("is not a single array")
+        if list(value.shape) != record.get("shape") or value.dtype.str != record.get("dtype"):
+            raise DamagedEntry("has a shape or dtype other than its integrity record's")
+        return value
 
-    def refuse(self, key: str, reason: str) -> None:
-        """Drop a model found wanting (by its record or by its behaviour), with a note."""
-        path = None
-        if self.root is None:
-            self._memory.pop(key, None)
-        else:
-            path = self.path(key)
-            discard_entry(path)
-        note = refusal_note(f"reference model {key[:12]}", reason, path, "retrained")
-        self.refused.append(note)
-        if self.notify is not None:
-            self.notify(note)
 
-    def save(self, key: str, state: StateDict) -> None:
-        if self.root is None:
-            self._memory[key] = state
-            return
+class StateDictCodec:
+    """State dicts through torch.save, read back with weights_only=True (never runs code)."""
+
+    suffix = ".pt"
+
+    def encode(self, value: StateDict) -> tuple[bytes, dict[str, Any]]:
         import torch
 
         buffer = io.BytesIO()
-        torch.save(state, buffer)
-        write_entry(self.path(key), key, buffer.getvalue(), tensors=len(state))
+        torch.save(value, buffer)
+        return buffer.getvalue(), {"tensors": len(value)}
+
+    def decode(self, payload: bytes, record: dict[str, Any]) -> StateDict:
+        import torch
+
+        try:
+            state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        except Exception:  # any parse failure of a file that is not a state dict
+            raise DamagedEntry("is not a readable state dict") from None
+        if not isinstance(state, dict) or not all(
+            isinstance(name, str) and isinstance(value, torch.Tensor)
+            for name, value in state.items()
+        ):
+            raise DamagedEntry("is not a state dict (names to tensors)")
+        return state
 
 
-def _state_dict(payload: bytes) -> StateDict:
-    """A verified payload as a state dict (weights only: never unpickles code)."""
-    import torch
+def logits_store(cache_dir: Path | None, notify: Notify | None = None) -> ContentStore[np.ndarray]:
+    """Logits (and other arrays) under `cache_dir/logits`; nothing is kept without a folder."""
+    root = None if cache_dir is None else cache_dir / "logits"
+    return ContentStore(root, ArrayCodec(), notify=notify)
 
-    try:
-        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    except Exception:  # any parse failure of a file that is not a state dict
-        raise DamagedEntry("is not a readable state dict") from None
-    if not isinstance(state, dict) or not all(
-        isinstance(name, str) and isinstance(value, torch.Tensor) for name, value in state.items()
-    ):
-        raise DamagedEntry("is not a state dict (names to tensors)")
-    return state
+
+def model_store(cache_dir: Path | None, notify: Notify | None = None) -> ContentStore[StateDict]:
+    """Reference-model weights under `cache_dir/models` (in memory for the run without one)."""
+    root = None if cache_dir is None else cache_dir / "models"
+    return ContentStore(
+        root,
+        StateDictCodec(),
+        notify=notify,
+        remedy="retrained",
+        describe=lambda key: f"reference model {key[:12]}",
+        in_memory=True,
+    )
