@@ -177,6 +177,10 @@ class VulnerableSample(ResultModel):
 
 
 class AttackResult(ResultModel):
+    """One attack's figures, built once by `evaluation.evaluate.evaluate_attack`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     name: str
     id: str
     summary: str = ""

@@ -20,9 +20,13 @@ from scipy.stats import beta, norm
 
 from mia_audit.errors import EXIT_INVALID, InputError, PolicyError
 from mia_audit.evaluation import bootstrap as stats
-from mia_audit.evaluation import breakdowns as evaluation
 from mia_audit.evaluation import epsilon, metrics
-from mia_audit.evaluation.evaluate import StatisticsInput, add_statistics
+from mia_audit.evaluation.evaluate import (
+    AttackIdentity,
+    AuditSamples,
+    EvaluationSettings,
+    evaluate_attack,
+)
 from mia_audit.evaluation.settings import StatisticsSpec
 from mia_audit.gate.baseline import load_baseline
 from mia_audit.gate.evaluate import (
@@ -39,7 +43,7 @@ from mia_audit.policy.loading import parse_policy
 from mia_audit.policy.schema import Policy
 from mia_audit.reports.junit_report import render_junit
 from mia_audit.reports.markdown_report import render_markdown
-from mia_audit.result import SCHEMA_VERSION, AttackResult, Condition, Histogram, Roc
+from mia_audit.result import SCHEMA_VERSION, AttackResult, Condition
 from tests.conftest import DigitsTarget, RunCli
 
 FPRS = (0.05, 0.01, 0.001, 0.0)
@@ -80,32 +84,11 @@ def scored(
     seed: int = 0,
     spec: StatisticsSpec | None = None,
     correct: np.ndarray | None = None,
-    by_class: bool = True,
 ) -> AttackResult:
     """What the audit records for one attack, statistics included."""
-    tprs, supported = evaluation.tpr_table(is_member, scores, FPRS)
-    result = AttackResult(
-        name="loss",
-        id="loss",
-        auc=metrics.auc(is_member, scores),
-        tpr_at_fpr=tprs,
-        tpr_at_fpr_supported=supported,
-        balanced_accuracy=metrics.balanced_accuracy(is_member, scores),
-        advantage=metrics.advantage(is_member, scores),
-        roc=Roc(fpr=[0.0, 1.0], tpr=[0.0, 1.0]),
-        score_histogram=Histogram(bin_edges=[0.0, 1.0], members=[1], non_members=[1]),
-        per_class=evaluation.per_class(is_member, scores, labels, None, FPRS) if by_class else [],
-    )
-    given = StatisticsInput(
-        is_member=is_member,
-        labels=labels,
-        correct=correct,
-        fprs=FPRS,
-        spec=spec or StatisticsSpec(),
-        seed=seed,
-    )
-    add_statistics(result, scores, given)
-    return result
+    samples = AuditSamples(is_member, labels, np.arange(len(labels)).astype(str), None, correct)
+    settings = EvaluationSettings(FPRS, spec or StatisticsSpec(), seed)
+    return evaluate_attack(AttackIdentity("loss", "loss"), scores, samples, settings)
 
 
 # --- confidence intervals -------------------------------------------------------------------
@@ -129,7 +112,7 @@ def test_audit_intervals_cover_the_truth_about_95_percent() -> None:
     widths = []
     for seed in range(audits):
         is_member, scores, labels = normal_audit(5000 + seed, n, shift)
-        result = scored(is_member, scores, labels, seed=seed, spec=spec, by_class=False)
+        result = scored(is_member, scores, labels, seed=seed, spec=spec)
         assert result.auc_ci is not None
         low, high = result.auc_ci
         auc_covered += low <= auc_truth <= high

@@ -19,15 +19,6 @@ def report_fprs(extra: Sequence[float] = ()) -> list[float]:
     return sorted(set(STANDARD_FPRS) | set(extra), reverse=True)
 
 
-def tpr_table(
-    is_member: np.ndarray, scores: np.ndarray, fprs: Sequence[float]
-) -> tuple[dict[str, float], dict[str, bool]]:
-    values = metrics.tpr_at_fprs(is_member, scores, fprs)
-    n_negatives = int((~is_member.astype(bool)).sum())
-    supported = {metrics.fpr_key(f): metrics.is_fpr_supported(n_negatives, f) for f in fprs}
-    return {metrics.fpr_key(f): float(values[f]) for f in fprs}, supported
-
-
 def downsampled_roc(is_member: np.ndarray, scores: np.ndarray) -> Roc:
     roc = metrics.downsample_roc(metrics.roc_curve(is_member, scores))
     return Roc(fpr=[float(v) for v in roc.fpr], tpr=[float(v) for v in roc.tpr])

@@ -1,6 +1,8 @@
-"""Uncertainty for one attack's result: bootstrap CIs, the epsilon lower bound, slices.
+"""One attack's scores in, its frozen `AttackResult` out: every metric, CI, bound and slice.
 
-Every figure the gate can read gets a stratified percentile-bootstrap CI (`mia_audit.stats`),
+Point metrics come from `metrics` (ROC, AUC, TPR at FPR, advantage) and `breakdowns` (ROC
+for plots, histograms, per-class rows, most vulnerable samples). Every figure the gate can read
+gets a stratified percentile-bootstrap CI (`bootstrap`),
 so a condition can be checked on its upper bound; the empirical epsilon lower bound comes with
 the operating point and Clopper-Pearson intervals behind it, so a reader can check it by hand.
 Per-class and correct-vs-misclassified slices get their own AUC CIs: a leak concentrated in one
@@ -14,15 +16,13 @@ the same scores give bit-identical intervals.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from mia_audit.attacks.base import Attack
-from mia_audit.data.audit import AuditSet
 from mia_audit.evaluation import bootstrap as stats
-from mia_audit.evaluation import breakdowns as evaluation
-from mia_audit.evaluation import epsilon, metrics
+from mia_audit.evaluation import breakdowns, epsilon, metrics
 from mia_audit.evaluation.settings import StatisticsSpec
 from mia_audit.result import (
     AttackResult,
@@ -39,15 +39,34 @@ SLICE_NAMES = ("correct", "misclassified")
 
 
 @dataclass(frozen=True)
-class StatisticsInput:
-    """What the statistics of one attack need beside its scores."""
+class AuditSamples:
+    """The audit samples every attack is evaluated on: membership (the truth), labels, ids,
+    class names, and which samples the target classifies correctly (for the slices)."""
 
     is_member: np.ndarray
     labels: np.ndarray
-    correct: np.ndarray | None
+    ids: np.ndarray
+    class_names: Sequence[str] | None = None
+    correct: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """The FPRs to report, the statistics settings and the run's seed."""
+
     fprs: Sequence[float]
-    spec: StatisticsSpec
+    statistics: StatisticsSpec
     seed: int
+
+
+@dataclass(frozen=True)
+class AttackIdentity:
+    """Who produced the scores: the attack's name, its id in the policy, its parameters."""
+
+    name: str
+    id: str
+    summary: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 def _rng(seed: int, figure: int, index: int = 0) -> np.random.Generator:
@@ -62,32 +81,64 @@ def _has_both(is_member: np.ndarray) -> bool:
     return bool(is_member.any() and not is_member.all())
 
 
-def add_statistics(result: AttackResult, scores: np.ndarray, given: StatisticsInput) -> None:
-    """Fill `result`'s CIs, epsilon lower bound, per-class CIs and slices in place."""
-    spec = given.spec
+def evaluate_attack(
+    identity: AttackIdentity,
+    scores: np.ndarray,
+    samples: AuditSamples,
+    settings: EvaluationSettings,
+    seconds: float = 0.0,
+) -> AttackResult:
+    """Every figure of one attack's scores, built once."""
+    is_member, spec, fprs = samples.is_member, settings.statistics, settings.fprs
     boot = stats.bootstrap_metrics(
-        given.is_member,
+        is_member,
         scores,
-        given.fprs,
+        fprs,
         n_resamples=spec.n_resamples,
         level=spec.confidence_level,
-        random_state=_rng(given.seed, _OVERALL),
+        random_state=_rng(settings.seed, _OVERALL),
         with_advantage=True,
     )
-    result.auc_ci = _interval(boot.auc)
-    result.tpr_at_fpr_ci = {metrics.fpr_key(f): _interval(ci) for f, ci in boot.tpr_at_fpr.items()}
-    result.advantage_ci = None if boot.advantage is None else _interval(boot.advantage)
-    result.ci_level = spec.confidence_level
-    n_non_members = int((~given.is_member).sum())
-    result.tpr_at_fpr_supported = {
-        metrics.fpr_key(f): metrics.is_fpr_supported(n_non_members, f, spec.min_false_positives)
-        for f in given.fprs
-    }
-    result.ci_resamples = spec.n_resamples
-    result.epsilon_lower_bound = epsilon_bound(given.is_member, scores, spec, given.seed)
-    result.per_class = [_with_class_ci(row, scores, given) for row in result.per_class]
-    if given.correct is not None:
-        result.slices = correctness_slices(given.is_member, scores, given.correct, spec, given.seed)
+    tprs = metrics.tpr_at_fprs(is_member, scores, fprs)
+    n_non_members = int((~is_member).sum())
+    return AttackResult(
+        name=identity.name,
+        id=identity.id,
+        summary=identity.summary,
+        parameters=identity.parameters,
+        auc=metrics.auc(is_member, scores),
+        tpr_at_fpr={metrics.fpr_key(f): float(tprs[f]) for f in fprs},
+        tpr_at_fpr_supported={
+            metrics.fpr_key(f): metrics.is_fpr_supported(n_non_members, f, spec.min_false_positives)
+            for f in fprs
+        },
+        balanced_accuracy=metrics.balanced_accuracy(is_member, scores),
+        advantage=metrics.advantage(is_member, scores),
+        auc_ci=_interval(boot.auc),
+        tpr_at_fpr_ci={metrics.fpr_key(f): _interval(ci) for f, ci in boot.tpr_at_fpr.items()},
+        advantage_ci=None if boot.advantage is None else _interval(boot.advantage),
+        ci_level=spec.confidence_level,
+        ci_resamples=spec.n_resamples,
+        epsilon_lower_bound=epsilon_bound(is_member, scores, spec, settings.seed),
+        roc=breakdowns.downsampled_roc(is_member, scores),
+        score_histogram=breakdowns.score_histogram(is_member, scores),
+        per_class=_per_class(scores, samples, settings),
+        slices=[]
+        if samples.correct is None
+        else correctness_slices(is_member, scores, samples.correct, spec, settings.seed),
+        most_vulnerable=breakdowns.most_vulnerable(is_member, scores, samples.labels, samples.ids),
+        seconds=seconds,
+    )
+
+
+def _per_class(
+    scores: np.ndarray, samples: AuditSamples, settings: EvaluationSettings
+) -> list[ClassBreakdown]:
+    """Per-class rows (`breakdowns.per_class`) with each class's AUC CI."""
+    rows = breakdowns.per_class(
+        samples.is_member, scores, samples.labels, samples.class_names, settings.fprs
+    )
+    return [_with_class_ci(row, scores, samples, settings) for row in rows]
 
 
 def auc_interval(
@@ -108,11 +159,11 @@ def auc_interval(
 
 
 def _with_class_ci(
-    row: ClassBreakdown, scores: np.ndarray, given: StatisticsInput
+    row: ClassBreakdown, scores: np.ndarray, samples: AuditSamples, settings: EvaluationSettings
 ) -> ClassBreakdown:
-    in_class = given.labels == row.label
-    rng = _rng(given.seed, _CLASS, row.label)
-    ci = auc_interval(given.is_member[in_class], scores[in_class], given.spec, rng)
+    in_class = samples.labels == row.label
+    rng = _rng(settings.seed, _CLASS, row.label)
+    ci = auc_interval(samples.is_member[in_class], scores[in_class], settings.statistics, rng)
     return row.model_copy(update={"auc_ci": ci})
 
 
@@ -178,33 +229,3 @@ def _evaluation_counts(
     n_pos = int(members.sum())
     n_neg = len(members) - n_pos
     return int((called & members).sum()), n_pos, int((called & ~members).sum()), n_neg
-
-
-def attack_result(
-    attack: Attack,
-    parameters: dict[str, object],
-    scores: np.ndarray,
-    audit_set: AuditSet,
-    fprs: Sequence[float],
-) -> AttackResult:
-    is_member = audit_set.is_member
-    tprs, supported = evaluation.tpr_table(is_member, scores, fprs)
-    return AttackResult(
-        name=attack.name,
-        id=attack.config.label,
-        summary=attack.summary,
-        parameters=parameters,
-        auc=metrics.auc(is_member, scores),
-        tpr_at_fpr=tprs,
-        tpr_at_fpr_supported=supported,
-        balanced_accuracy=metrics.balanced_accuracy(is_member, scores),
-        advantage=metrics.advantage(is_member, scores),
-        roc=evaluation.downsampled_roc(is_member, scores),
-        score_histogram=evaluation.score_histogram(is_member, scores),
-        per_class=evaluation.per_class(
-            is_member, scores, audit_set.labels, audit_set.class_names, fprs
-        ),
-        most_vulnerable=evaluation.most_vulnerable(
-            is_member, scores, audit_set.labels, audit_set.ids
-        ),
-    )

@@ -11,7 +11,12 @@ from mia_audit.errors import (
     AuditError,
 )
 from mia_audit.evaluation import breakdowns as evaluation
-from mia_audit.evaluation.evaluate import StatisticsInput, add_statistics, attack_result
+from mia_audit.evaluation.evaluate import (
+    AttackIdentity,
+    AuditSamples,
+    EvaluationSettings,
+    evaluate_attack,
+)
 from mia_audit.gate.evaluate import (
     gate_fprs,
 )
@@ -32,8 +37,12 @@ def _run_attacks(
     progress: Progress,
     timer: Timer,
 ) -> list[AttackResult]:
-    fprs = evaluation.report_fprs(gate_fprs(policy.gate))
-    inputs = _statistics_input(context, audit_set, policy, fprs)
+    settings = EvaluationSettings(
+        fprs=evaluation.report_fprs(gate_fprs(policy.gate)),
+        statistics=policy.statistics,
+        seed=policy.runtime.seed,
+    )
+    samples = _samples(context, audit_set)
     results = []
     scores_by_attack: dict[str, np.ndarray] = {}
     for attack in attacks:
@@ -46,10 +55,10 @@ def _run_attacks(
                 raise AuditError(
                     f"attack {label!r} produced invalid scores (non-finite or wrong shape)"
                 )
-            result = attack_result(attack, output.parameters, scores, audit_set, fprs)
-            result.seconds = round(time.perf_counter() - start, 3)
+            seconds = round(time.perf_counter() - start, 3)
+        identity = AttackIdentity(attack.name, label, attack.summary, output.parameters)
         with timer.phase("statistics"), progress.stage(f"statistics {label}", None):
-            add_statistics(result, scores, inputs)
+            result = evaluate_attack(identity, scores, samples, settings, seconds)
         results.append(result)
         scores_by_attack[label] = scores
     preconditions.check_attacks_oriented(audit_set.is_member, scores_by_attack)
@@ -59,16 +68,13 @@ def _run_attacks(
     return results
 
 
-def _statistics_input(
-    context: AttackContext, audit_set: AuditSet, policy: Policy, fprs: Sequence[float]
-) -> StatisticsInput:
-    """What every attack's CIs need: membership, labels, target correctness, the settings."""
+def _samples(context: AttackContext, audit_set: AuditSet) -> AuditSamples:
+    """The audit samples, with the target's top-1 correctness for the slices."""
     predicted = np.asarray(context.target.identity).argmax(axis=-1)
-    return StatisticsInput(
+    return AuditSamples(
         is_member=audit_set.is_member,
         labels=audit_set.labels,
+        ids=audit_set.ids,
+        class_names=audit_set.class_names,
         correct=predicted == audit_set.labels,
-        fprs=fprs,
-        spec=policy.statistics,
-        seed=policy.runtime.seed,
     )
