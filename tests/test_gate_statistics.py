@@ -38,7 +38,7 @@ from mia_audit.gate.evaluate import (
     gate_metrics,
     gate_passed,
 )
-from mia_audit.gate.spec import GateSpec
+from mia_audit.gate.spec import ConditionId, GateSpec
 from mia_audit.policy.loading import parse_policy
 from mia_audit.policy.schema import Policy
 from mia_audit.reports.junit_report import render_junit
@@ -248,7 +248,7 @@ def attack_metrics(
     epsilon: float | None = None,
     classes: tuple[ClassAuc, ...] = (),
 ) -> AttackMetrics:
-    ci = {"auc": auc_ci} if auc_ci is not None else {}
+    ci = {ConditionId("auc"): auc_ci} if auc_ci is not None else {}
     return AttackMetrics(
         auc=auc, advantage=0.1, tpr_at_fpr={0.05: tpr}, ci=ci, epsilon=epsilon, classes=classes
     )

@@ -333,9 +333,7 @@ def validate(
 
 
 def _condition_count(policy: Any) -> int:
-    from mia_audit.gate.evaluate import gate_limits
-
-    return len(gate_limits(policy.gate))
+    return len(policy.gate.limits())
 
 
 @app.command()

@@ -23,6 +23,7 @@ from mia_audit.evaluation.sample_size import min_per_side_auc
 from mia_audit.gate.baseline import Baseline, load_baseline
 from mia_audit.gate.spec import (
     ClassAucLimit,
+    ConditionId,
     EpsilonLimit,
     GateLimit,
     GateSpec,
@@ -60,44 +61,32 @@ class ClassAuc:
 
 @dataclass(frozen=True)
 class AttackMetrics:
-    """Gate-relevant metrics of one attack; `ci` holds confidence intervals by metric name
+    """Gate-relevant metrics of one attack; `ci` holds confidence intervals by condition
     (`auc`, `advantage`, `tpr_at_fpr@0.05`)."""
 
     auc: float
     advantage: float
     tpr_at_fpr: Mapping[float, float]
-    ci: Mapping[str, Interval] = field(default_factory=dict)
+    ci: Mapping[ConditionId, Interval] = field(default_factory=dict)
     epsilon: float | None = None
     classes: Sequence[ClassAuc] = ()
 
-    def point(self, metric: str) -> float:
-        if metric == "auc":
+    def point(self, condition: ConditionId) -> float:
+        if condition.metric == "auc":
             return self.auc
-        if metric == "advantage":
+        if condition.metric == "advantage":
             return self.advantage
-        return self.tpr_at_fpr[_fpr_of(metric)]
+        assert condition.fpr is not None, condition
+        return self.tpr_at_fpr[condition.fpr]
 
-    def value(self, metric: str, statistic: str) -> float:
+    def value(self, condition: ConditionId, statistic: str) -> float:
         """The point estimate, or for `upper` the CI's upper bound (at least the point)."""
-        point = self.point(metric)
+        point = self.point(condition)
         if statistic != "upper":
             return point
-        if metric not in self.ci:
-            raise KeyError(f"no confidence interval computed for {metric}")
-        return max(point, self.ci[metric][1])
-
-
-def metric_name(limit: MetricLimit, base: str) -> str:
-    return f"tpr_at_fpr@{fpr_key(limit.fpr)}" if isinstance(limit, TprLimit) else base
-
-
-def _fpr_of(metric: str) -> float:
-    return float(metric.split("@", 1)[1])
-
-
-def gate_limits(gate: GateSpec) -> list[tuple[str, GateLimit]]:
-    """(condition id, limit) for every condition in the policy, in a stable order."""
-    return gate.limits()
+        if condition not in self.ci:
+            raise KeyError(f"no confidence interval computed for {condition}")
+        return max(point, self.ci[condition][1])
 
 
 def gate_fprs(gate: GateSpec) -> list[float]:
@@ -117,7 +106,7 @@ def evaluate_gate(
     (default: `utc_today()`)."""
     conditions = [
         _evaluate_limit(gate, condition_id, limit, metrics, baseline)
-        for condition_id, limit in gate_limits(gate)
+        for condition_id, limit in gate.limits()
     ]
     return apply_suppressions(conditions, gate.suppressions, today or utc_today())
 
@@ -133,7 +122,7 @@ def _scope(gate: GateSpec, limit: GateLimit, metrics: Mapping[str, AttackMetrics
 
 def _evaluate_limit(
     gate: GateSpec,
-    condition_id: str,
+    condition_id: ConditionId,
     limit: GateLimit,
     metrics: Mapping[str, AttackMetrics],
     baseline: Baseline | None,
@@ -153,24 +142,27 @@ def _worst(per_attack: Mapping[str, float]) -> str:
 
 
 def _evaluate(
-    metric: str, limit: MetricLimit, scope: Sequence[str], metrics: Mapping[str, AttackMetrics]
+    condition: ConditionId,
+    limit: MetricLimit,
+    scope: Sequence[str],
+    metrics: Mapping[str, AttackMetrics],
 ) -> Condition:
-    per_attack = {attack: metrics[attack].value(metric, limit.statistic) for attack in scope}
+    per_attack = {attack: metrics[attack].value(condition, limit.statistic) for attack in scope}
     worst = _worst(per_attack)
     value = per_attack[worst]
     return Condition(
-        id=metric,
-        metric=metric.split("@", 1)[0],
-        fpr=limit.fpr if isinstance(limit, TprLimit) else None,
+        id=str(condition),
+        metric=condition.metric,
+        fpr=condition.fpr,
         attack=worst,
         value=value,
         threshold=limit.max,
         passed=value <= limit.max,
         statistic=limit.statistic,
-        point=metrics[worst].point(metric),
-        ci=metrics[worst].ci.get(metric),
+        point=metrics[worst].point(condition),
+        ci=metrics[worst].ci.get(condition),
         per_attack=per_attack,
-        description=describe_limit(metric, limit),
+        description=describe_limit(condition.metric, limit),
     )
 
 
@@ -261,7 +253,7 @@ def _no_gated_class_message(limit: ClassAucLimit) -> str:
 
 
 def _evaluate_increase(
-    condition_id: str,
+    condition_id: ConditionId,
     limit: IncreaseLimit,
     scope: Sequence[str],
     metrics: Mapping[str, AttackMetrics],
@@ -276,16 +268,16 @@ def _evaluate_increase(
             f"baseline: {baseline.info.path}: has none of the attacks {', '.join(scope)} that "
             f"gate condition {condition_id} compares; use a baseline from the same attack suite"
         )
-    metric = condition_id.replace("_increase", "")
+    metric = condition_id.compared
     previous = {a: _baseline_value(baseline, a, metric) for a in compared}
     current = {a: metrics[a].point(metric) for a in compared}
     deltas = {a: round(current[a] - previous[a], _DELTA_DECIMALS) for a in compared}
     worst = _worst(deltas)
     missing = [attack for attack in scope if attack not in baseline.attacks]
     return Condition(
-        id=condition_id,
-        metric=condition_id.split("@", 1)[0],
-        fpr=limit.fpr if isinstance(limit, TprIncreaseLimit) else None,
+        id=str(condition_id),
+        metric=condition_id.metric,
+        fpr=condition_id.fpr,
         attack=worst,
         value=deltas[worst],
         threshold=limit.max,
@@ -294,24 +286,23 @@ def _evaluate_increase(
         baseline_value=previous[worst],
         current_value=current[worst],
         per_attack=deltas,
-        description=describe_limit(condition_id, limit),
+        description=describe_limit(condition_id.metric, limit),
         note=f"not in the baseline: {', '.join(missing)}" if missing else None,
     )
 
 
-def missing_baseline_message(condition_id: str) -> str:
-    field = "gate.max_" + condition_id.split("@", 1)[0]
+def missing_baseline_message(condition_id: ConditionId) -> str:
     return (
-        f"{field}: needs a baseline result: pass --baseline previous/result.json "
+        f"{condition_id.field}: needs a baseline result: pass --baseline previous/result.json "
         "or set gate.baseline"
     )
 
 
-def _baseline_value(baseline: Baseline, attack: str, metric: str) -> float:
+def _baseline_value(baseline: Baseline, attack: str, metric: ConditionId) -> float:
     previous = baseline.attacks[attack]
-    if metric == "auc":
+    if metric.fpr is None:
         return previous.auc
-    key = fpr_key(_fpr_of(metric))
+    key = fpr_key(metric.fpr)
     if key not in previous.tpr_at_fpr:
         raise InputError(
             f"baseline: {baseline.info.path}: attack {attack!r} has no TPR at FPR {key}; "
@@ -351,9 +342,13 @@ def apply_suppressions(
     left alone.
     """
     return [
-        _suppress(condition, [s for s in suppressions if s.matches(condition.id)], today)
+        _suppress(condition, [s for s in suppressions if s.matches(_id_of(condition))], today)
         for condition in conditions
     ]
+
+
+def _id_of(condition: Condition) -> ConditionId:
+    return ConditionId(condition.metric, condition.fpr)
 
 
 def _covering(attack: str, suppressions: Sequence[Suppression]) -> Suppression | None:
@@ -413,10 +408,10 @@ def check_gate_support(
 
 
 def unsupported_fpr_message(
-    condition_id: str, fpr: float, n_non_members: int, min_false_positives: int
+    condition_id: ConditionId, fpr: float, n_non_members: int, min_false_positives: int
 ) -> str:
     """One line: which condition, how many non-members it needs, how many there are."""
-    field = "gate.max_" + condition_id.split("@", 1)[0]
+    field = condition_id.field
     if fpr == 0.0:
         return (
             f"{field}: FPR 0 allows no false positive, so no number of non-members supports "
@@ -436,11 +431,14 @@ def _gate_metrics(results: Sequence[AttackResult]) -> dict[str, AttackMetrics]:
 
 def gate_metrics(result: AttackResult) -> AttackMetrics:
     """What the gate reads of one attack: point estimates, CIs, epsilon, class slices."""
-    ci = {f"tpr_at_fpr@{key}": interval for key, interval in result.tpr_at_fpr_ci.items()}
+    ci = {
+        ConditionId("tpr_at_fpr", float(key)): interval
+        for key, interval in result.tpr_at_fpr_ci.items()
+    }
     if result.auc_ci is not None:
-        ci["auc"] = result.auc_ci
+        ci[ConditionId("auc")] = result.auc_ci
     if result.advantage_ci is not None:
-        ci["advantage"] = result.advantage_ci
+        ci[ConditionId("advantage")] = result.advantage_ci
     classes = [
         ClassAuc(
             label=str(row.label) if row.name is None else f"{row.label} ({row.name})",
@@ -467,7 +465,7 @@ def gate_baseline(gate: GateSpec) -> Baseline | None:
     """The baseline the gate compares with, checked before any work is done (exit 2)."""
     if gate.baseline is None:
         if gate.needs_baseline:
-            first = next(i for i, _ in gate.limits() if "_increase" in i)
+            first = next(i for i, _ in gate.limits() if i.is_increase)
             raise PolicyError(missing_baseline_message(first))
         return None
     return load_baseline(gate.baseline)

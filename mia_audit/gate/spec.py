@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -129,9 +130,38 @@ class Suppression(StrictModel):
         description="Last day the waiver applies (YYYY-MM-DD, UTC); afterwards it fails again."
     )
 
-    def matches(self, condition_id: str) -> bool:
-        """Whether this suppression names the condition `condition_id` (or its metric)."""
-        return self.condition in (condition_id, condition_id.split("@", 1)[0])
+    def matches(self, condition: ConditionId) -> bool:
+        """Whether this suppression names `condition`, by its id or by its metric."""
+        return self.condition in (str(condition), condition.metric)
+
+
+@dataclass(frozen=True)
+class ConditionId:
+    """Which condition: its metric and, for TPR conditions, the FPR.
+
+    `str()` gives the id that reports, suppressions and `result.json` use (`auc`,
+    `tpr_at_fpr@0.05`, `tpr_at_fpr_increase@0.01`); code compares the fields, never the text.
+    """
+
+    metric: str
+    fpr: float | None = None
+
+    def __str__(self) -> str:
+        return self.metric if self.fpr is None else f"{self.metric}@{fpr_key(self.fpr)}"
+
+    @property
+    def field(self) -> str:
+        """The policy key that sets it, e.g. `gate.max_tpr_at_fpr`."""
+        return f"gate.max_{self.metric}"
+
+    @property
+    def is_increase(self) -> bool:
+        return self.metric.endswith("_increase")
+
+    @property
+    def compared(self) -> ConditionId:
+        """What a baseline condition compares (`tpr_at_fpr_increase@x` -> `tpr_at_fpr@x`)."""
+        return ConditionId(self.metric.removesuffix("_increase"), self.fpr)
 
 
 #: Any condition of the gate, as `GateSpec.limits` lists it.
@@ -170,23 +200,25 @@ class GateSpec(StrictModel):
         (), description="Waivers for failing conditions, each with a reason and an expiry date."
     )
 
-    def limits(self) -> list[tuple[str, GateLimit]]:
+    def limits(self) -> list[tuple[ConditionId, GateLimit]]:
         """(condition id, limit) for every condition, in a stable order; ids are unique."""
-        limits: list[tuple[str, GateLimit]] = []
+        tpr = [(ConditionId("tpr_at_fpr", lim.fpr), lim) for lim in self.max_tpr_at_fpr]
+        tpr_increase = [
+            (ConditionId("tpr_at_fpr_increase", lim.fpr), lim)
+            for lim in self.max_tpr_at_fpr_increase
+        ]
+        single: list[tuple[str, GateLimit | None]] = [
+            ("advantage", self.max_advantage),
+            ("epsilon_lower_bound", self.max_epsilon_lower_bound),
+            ("class_auc", self.max_class_auc),
+            ("auc_increase", self.max_auc_increase),
+        ]
+        limits: list[tuple[ConditionId, GateLimit]] = []
         if self.max_auc is not None:
-            limits.append(("auc", self.max_auc))
-        limits.extend((f"tpr_at_fpr@{fpr_key(lim.fpr)}", lim) for lim in self.max_tpr_at_fpr)
-        if self.max_advantage is not None:
-            limits.append(("advantage", self.max_advantage))
-        if self.max_epsilon_lower_bound is not None:
-            limits.append(("epsilon_lower_bound", self.max_epsilon_lower_bound))
-        if self.max_class_auc is not None:
-            limits.append(("class_auc", self.max_class_auc))
-        if self.max_auc_increase is not None:
-            limits.append(("auc_increase", self.max_auc_increase))
-        limits.extend(
-            (f"tpr_at_fpr_increase@{fpr_key(lim.fpr)}", lim) for lim in self.max_tpr_at_fpr_increase
-        )
+            limits.append((ConditionId("auc"), self.max_auc))
+        limits += tpr
+        limits += [(ConditionId(metric), lim) for metric, lim in single if lim is not None]
+        limits += tpr_increase
         return limits
 
     @property
@@ -201,12 +233,12 @@ class GateSpec(StrictModel):
                 "has no conditions, so it would pass every model; add at least one, "
                 "e.g. max_auc: 0.6"
             )
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        duplicates = sorted({str(i) for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"condition {duplicates[0]!r} is listed twice")
         for suppression in self.suppressions:
             if not any(suppression.matches(i) for i in ids):
-                known = ", ".join(ids) or "none"
+                known = ", ".join(map(str, ids)) or "none"
                 raise ValueError(
                     f"suppression names condition {suppression.condition!r}, which the gate "
                     f"does not have (conditions: {known})"

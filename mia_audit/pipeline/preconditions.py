@@ -31,6 +31,7 @@ from mia_audit.evaluation.settings import StatisticsSpec
 from mia_audit.gate.evaluate import class_min_samples
 from mia_audit.gate.spec import (
     ClassAucLimit,
+    ConditionId,
     EpsilonLimit,
     GateLimit,
     GateSpec,
@@ -266,14 +267,14 @@ def check_swapped_view(
                 raise InputError(
                     f"data: members and non-members look swapped: attack {label!r} scores "
                     f"the members below the non-members (AUC {auc(members, scores):.3f}), and "
-                    f"with the sides exchanged it would fail gate.max_"
-                    f"{condition_id.split('@', 1)[0]} ({value:.3f} > {limit.max:g}); "
+                    f"with the sides exchanged it would fail {condition_id.field} "
+                    f"({value:.3f} > {limit.max:g}); "
                     f"{_SWAP_HINT}"
                 )
 
 
 def _mirrored_value(
-    condition_id: str,
+    condition_id: ConditionId,
     limit: GateLimit,
     members: np.ndarray,
     labels: np.ndarray,
@@ -290,7 +291,7 @@ def _mirrored_value(
             if min((members & (labels == c)).sum(), (~members & (labels == c)).sum()) >= minimum
         ]
         return max(values, default=None)
-    if condition_id == "advantage":
+    if condition_id.metric == "advantage":
         return advantage(members, scores)
     return auc(members, scores)
 
@@ -334,9 +335,9 @@ def check_sample_sizes(
 
 
 def _size_problem(
-    condition_id: str, limit: GateLimit, size: AuditSize, statistics: StatisticsSpec
+    condition_id: ConditionId, limit: GateLimit, size: AuditSize, statistics: StatisticsSpec
 ) -> str | None:
-    field = "gate.max_" + condition_id.split("@", 1)[0]
+    field = condition_id.field
     have = f"the audit set has {size.n_members} members and {size.n_non_members} non-members"
     if isinstance(limit, ClassAucLimit):
         return _class_problem(limit, size)
@@ -354,7 +355,7 @@ def _size_problem(
             limit.max, statistics.delta, statistics.confidence_level
         )
         what = f"an epsilon limit of {limit.max:g} needs"
-    elif condition_id == "advantage":
+    elif condition_id.metric == "advantage":
         needed = sample_size.min_per_side_advantage()
         what = "an advantage condition needs"
     else:  # auc, auc_increase

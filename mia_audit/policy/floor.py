@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from mia_audit.errors import PolicyError
 from mia_audit.evaluation.metrics import fpr_key
-from mia_audit.gate.spec import GateSpec, MetricLimit
+from mia_audit.gate.spec import ConditionId, GateSpec, MetricLimit
 from mia_audit.policy.schema import Policy
 
 
@@ -86,11 +86,11 @@ def check_floor(policy: Policy, floor: GateFloor) -> None:
     if floor.max_auc is not None:
         limit = gate.max_auc
         option = f"--floor-max-auc {floor.max_auc:g}"
-        _check_limit(policy, "gate.max_auc", "auc", limit, floor.max_auc, option)
+        _check_limit(policy, "gate.max_auc", ConditionId("auc"), limit, floor.max_auc, option)
     for tpr in floor.max_tpr_at_fpr:
         index, found = _tpr_limit(gate, tpr.fpr)
         field = "gate.max_tpr_at_fpr" + ("" if index is None else f"[{index}]")
-        condition = f"tpr_at_fpr@{fpr_key(tpr.fpr)}"
+        condition = ConditionId("tpr_at_fpr", tpr.fpr)
         _check_limit(policy, field, condition, found, tpr.max, tpr.option)
 
 
@@ -104,7 +104,7 @@ def _tpr_limit(gate: GateSpec, fpr: float) -> tuple[int | None, MetricLimit | No
 def _check_limit(
     policy: Policy,
     field: str,
-    condition: str,
+    condition: ConditionId,
     limit: MetricLimit | None,
     floor: float,
     option: str,
@@ -112,7 +112,7 @@ def _check_limit(
     source = f"the workflow's floor ({option})"
     if limit is None:
         raise PolicyError(
-            f"{field}: missing, but {source} requires the condition {condition!r} at "
+            f"{field}: missing, but {source} requires the condition '{condition}' at "
             f"{floor:g} or stricter; add it to the policy's gate"
         )
     if limit.max > floor:
@@ -125,7 +125,7 @@ def _check_limit(
     for index, suppression in enumerate(policy.gate.suppressions):
         if suppression.matches(condition):
             raise PolicyError(
-                f"gate.suppressions[{index}]: waives {condition!r}, which {source} does not "
+                f"gate.suppressions[{index}]: waives '{condition}', which {source} does not "
                 "let the policy waive; remove the suppression"
             )
 
