@@ -9,13 +9,14 @@ folds, so the attack never grades its own training data.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from mia_audit.attacks import signals
 from mia_audit.attacks.base import Attack, AttackContext, AttackOutput
+from mia_audit.attacks.classifiers import ClassifierKind, make_classifier
 from mia_audit.attacks.config import AttackConfig
 from mia_audit.attacks.crossfit import stratified_folds
 from mia_audit.attacks.registry import register
@@ -43,9 +44,7 @@ FEATURE_NAMES = (
 
 class LearnedConfig(AttackConfig):
     name: Literal["learned"]
-    model: Literal["logistic_regression", "gradient_boosting", "mlp"] = Field(
-        "gradient_boosting", description="The attack classifier."
-    )
+    model: ClassifierKind = Field("gradient_boosting", description="The attack classifier.")
     folds: int = Field(5, ge=2, le=20, description="Cross-fitting folds.")
     class_features: bool = Field(True, description="Add the class one-hot to the features.")
 
@@ -85,29 +84,6 @@ _EARLY_STOPPING = frozenset({"gradient_boosting", "mlp"})
 _EARLY_STOPPING_PER_SIDE = 6
 
 
-def _classifier(model: str, random_state: int) -> Any:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if model == "logistic_regression":
-        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
-    if model == "mlp":
-        mlp = MLPClassifier(
-            hidden_layer_sizes=(64, 32),
-            alpha=1e-3,
-            max_iter=300,
-            early_stopping=True,
-            random_state=random_state,
-        )
-        return make_pipeline(StandardScaler(), mlp)
-    return HistGradientBoostingClassifier(
-        max_iter=200, learning_rate=0.05, early_stopping=True, random_state=random_state
-    )
-
-
 @register
 class LearnedAttack(Attack):
     name = "learned"
@@ -121,7 +97,7 @@ class LearnedAttack(Attack):
         scores = np.empty(len(features))
         folds = stratified_folds(context.is_member, config.folds, context.random_state)
         for fold, (train, test) in enumerate(folds):
-            classifier = _classifier(config.model, context.random_state + fold)
+            classifier = make_classifier(config.model, context.random_state + fold)
             classifier.fit(features[train], context.is_member[train])
             scores[test] = classifier.predict_proba(features[test])[:, 1]
         return AttackOutput(scores=scores, parameters=self.parameters())

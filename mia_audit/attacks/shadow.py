@@ -24,6 +24,7 @@ from pydantic import Field
 
 from mia_audit.attacks import signals
 from mia_audit.attacks.base import AttackContext, AttackOutput
+from mia_audit.attacks.classifiers import ClassifierKind, ClassifierSettings, make_classifier
 from mia_audit.attacks.reference_base import Mode, ReferenceAttack, ReferenceAttackConfig
 from mia_audit.attacks.registry import register
 
@@ -38,7 +39,7 @@ LARGE_FIT = 200_000
 class ShadowConfig(ReferenceAttackConfig):
     name: Literal["shadow"]
     shadow_models: int = Field(4, ge=1, le=4096, description="Shadow models to train.")
-    classifier: Literal["logistic_regression", "gradient_boosting", "mlp"] = Field(
+    classifier: ClassifierKind = Field(
         "logistic_regression",
         description="The per-class attack classifier (logistic regression: the strongest and "
         "fastest in bench/attack_power.py, on a few hundred examples per class).",
@@ -105,21 +106,15 @@ def shadow_examples(
     return ShadowExamples(np.concatenate(features), np.concatenate(classes), np.concatenate(is_in))
 
 
-def _classifier(kind: str, seed: int) -> Any:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if kind == "logistic_regression":
-        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    if kind == "mlp":
-        mlp = MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-3, max_iter=500, random_state=seed)
-        return make_pipeline(StandardScaler(), mlp)
-    return HistGradientBoostingClassifier(
-        max_iter=100, learning_rate=0.05, early_stopping="auto", random_state=seed
-    )
+#: Shadow's attack classifiers: a single hidden layer trained to convergence, fewer boosting
+#: rounds (a few hundred examples per class).
+SHADOW_CLASSIFIERS = ClassifierSettings(
+    mlp_layers=(64,),
+    mlp_max_iter=500,
+    mlp_early_stopping=False,
+    boosting_rounds=100,
+    boosting_early_stopping="auto",
+)
 
 
 class PerClassAttack:
@@ -129,7 +124,9 @@ class PerClassAttack:
     ``score(features, classes)`` -> P(IN).
     """
 
-    def __init__(self, classifier: str = "logistic_regression", random_state: int = 0) -> None:
+    def __init__(
+        self, classifier: ClassifierKind = "logistic_regression", random_state: int = 0
+    ) -> None:
         self.classifier = classifier
         self.random_state = random_state
 
@@ -148,7 +145,7 @@ class PerClassAttack:
     def _fitted(self, features: np.ndarray, is_in: np.ndarray) -> Any:
         from sklearn.exceptions import ConvergenceWarning
 
-        model = _classifier(self.classifier, self.random_state)
+        model = make_classifier(self.classifier, self.random_state, SHADOW_CLASSIFIERS)
         with warnings.catch_warnings():
             # An unconverged fit still scores; the warning would only be noise on stderr.
             warnings.simplefilter("ignore", ConvergenceWarning)

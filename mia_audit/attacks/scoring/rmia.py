@@ -42,6 +42,9 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from mia_audit.attacks.signals import true_class_log_probability
+from mia_audit.evaluation.metrics import auc
+
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 IntArray = NDArray[np.intp]
@@ -76,12 +79,7 @@ def true_class_probability(
         raise ValueError(f"logits (..., n, C) and labels (n,) disagree: {z.shape} vs {y.shape}")
     if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= z.shape[-1]):
         raise ValueError(f"labels must be integers in [0, {z.shape[-1]})")
-    scaled = z / temperature
-    top = scaled.max(axis=-1, keepdims=True)
-    log_norm = top[..., 0] + np.log(np.exp(scaled - top).sum(axis=-1))
-    index = np.broadcast_to(y[..., None], (*z.shape[:-1], 1))
-    log_p = np.take_along_axis(scaled, index, axis=-1)[..., 0] - log_norm
-    return np.asarray(np.exp(log_p), dtype=np.float64)
+    return np.asarray(np.exp(true_class_log_probability(z / temperature, y)), dtype=np.float64)
 
 
 def rmia_scores(
@@ -403,15 +401,5 @@ def _mean_auc(attack: _Attack, stand_ins: list[int], a: float) -> float:
             a,
             online=False,
         )
-        aucs.append(_auc(_fast_scores(ratios, attack.aggregation), attack.in_mask_x[j]))
+        aucs.append(auc(attack.in_mask_x[j], _fast_scores(ratios, attack.aggregation)))
     return float(np.mean(aucs))
-
-
-def _auc(scores: FloatArray, positive: BoolArray) -> float:
-    """ROC AUC with ties counted one half (Mann-Whitney U / (n_pos n_neg))."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores)
-    n_pos = int(positive.sum())
-    n_neg = positive.size - n_pos
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
