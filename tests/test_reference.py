@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mia_audit.attacks.queries import IDENTITY, View
-from mia_audit.attacks.reference_base import ReferenceRequest
+from mia_audit.attacks.reference_sets import ReferenceRequest
 from mia_audit.data.images import make_image_set
 from mia_audit.models.classifier import TorchClassifier
 from mia_audit.models.inference import Preprocessor

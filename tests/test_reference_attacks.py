@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from mia_audit.attacks.base import AttackContext, ViewLogits
 from mia_audit.attacks.lira import LiraAttack, LiraConfig, resolve_variance
 from mia_audit.attacks.queries import enumerate_views
-from mia_audit.attacks.reference_base import REFERENCES, ReferenceRequest, ReferenceSet
+from mia_audit.attacks.reference_sets import ReferenceRequest, ReferenceSet
 from mia_audit.attacks.rmia import RmiaAttack, RmiaConfig
 from mia_audit.attacks.scoring.rmia import rmia_scores_dense, true_class_probability
 from mia_audit.attacks.shadow import ShadowAttack, ShadowConfig
@@ -50,7 +50,7 @@ def context_for(target: np.ndarray, labels: np.ndarray, reference_set: Reference
         labels=labels,
         is_member=np.zeros(len(labels), dtype=bool),
         random_state=0,
-        extras={REFERENCES: provider},
+        references=provider,
     )
     return context, provider
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
 from mia_audit.attacks.config import AttackConfig
 from mia_audit.attacks.queries import View
+from mia_audit.attacks.reference_sets import ReferenceProvider
 from mia_audit.errors import InputError
 
 
@@ -38,15 +39,17 @@ class ViewLogits:
 class AttackContext:
     """What an attack may use.
 
-    `is_member` is the auditor's knowledge (design.md §2). Attacks that learn from it (learned,
-    class_threshold) must only score each sample with a model fitted on other samples.
+    `is_member` is the auditor's knowledge (README, "What it measures"). Attacks that learn from
+    it (learned, class_threshold) must only score each sample with a model fitted on other
+    samples. `references` gives the reference models the audit prepared (None when no attack
+    asked for any).
     """
 
     target: ViewLogits
     labels: np.ndarray
     is_member: np.ndarray
     random_state: int
-    extras: dict[str, Any] = field(default_factory=dict)
+    references: ReferenceProvider | None = None
 
 
 @dataclass(frozen=True)
@@ -55,15 +58,19 @@ class AttackOutput:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
-class Attack(ABC):
-    """Subclasses set `name` and `config_type` and implement `score`."""
+ConfigT = TypeVar("ConfigT", bound=AttackConfig)
+
+
+class Attack(ABC, Generic[ConfigT]):
+    """Subclasses set `name` and `config_type` (the `ConfigT` they take) and implement
+    `score`; `mia_audit.attacks.registry.register` makes them available to policies."""
 
     name: ClassVar[str]
     config_type: ClassVar[type[AttackConfig]]
     #: Short description shown in reports.
     summary: ClassVar[str] = ""
 
-    def __init__(self, config: AttackConfig) -> None:
+    def __init__(self, config: ConfigT) -> None:
         self.config = config
 
     @property
@@ -82,7 +89,7 @@ class Attack(ABC):
         return 1
 
 
-def check_attack_data(attacks: Sequence[Attack], n_members: int, n_non_members: int) -> None:
+def check_attack_data(attacks: Sequence[Attack[Any]], n_members: int, n_non_members: int) -> None:
     """Refuse (exit 2, before any inference) an audit set too small for one of the attacks."""
     for index, attack in enumerate(attacks):
         needed = attack.samples_needed()

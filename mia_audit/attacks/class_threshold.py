@@ -65,14 +65,13 @@ def class_thresholds(
 
 
 @register
-class ClassThresholdAttack(Attack):
+class ClassThresholdAttack(Attack[ClassThresholdConfig]):
     name = "class_threshold"
     config_type = ClassThresholdConfig
     summary = "A signal thresholded per class, thresholds fitted on other folds."
 
     def score(self, context: AttackContext) -> AttackOutput:
         config = self.config
-        assert isinstance(config, ClassThresholdConfig)
         logits = context.target.select(self.views)
         values = member_score(config.signal)(logits, context.labels).mean(axis=0)
         scores = np.empty_like(values)
@@ -88,5 +87,4 @@ class ClassThresholdAttack(Attack):
     def samples_needed(self) -> int:
         """Every fold needs a member and a non-member to test, and the others to fit on."""
         config = self.config
-        assert isinstance(config, ClassThresholdConfig)
         return config.folds

@@ -85,14 +85,13 @@ _EARLY_STOPPING_PER_SIDE = 6
 
 
 @register
-class LearnedAttack(Attack):
+class LearnedAttack(Attack[LearnedConfig]):
     name = "learned"
     config_type = LearnedConfig
     summary = "Classifier on logit features, scored out of fold."
 
     def score(self, context: AttackContext) -> AttackOutput:
         config = self.config
-        assert isinstance(config, LearnedConfig)
         features = self.features(context)
         scores = np.empty(len(features))
         folds = stratified_folds(context.is_member, config.folds, context.random_state)
@@ -110,7 +109,6 @@ class LearnedAttack(Attack):
         samples (one per class): at least 11 to train on, so 6 of each side.
         """
         config = self.config
-        assert isinstance(config, LearnedConfig)
         if config.model not in _EARLY_STOPPING:
             return config.folds
         needed = config.folds
@@ -120,7 +118,6 @@ class LearnedAttack(Attack):
 
     def features(self, context: AttackContext) -> np.ndarray:
         config = self.config
-        assert isinstance(config, LearnedConfig)
         logits = context.target.select(self.views)
         blocks = [logit_features(view_logits, context.labels) for view_logits in logits]
         if config.class_features:

@@ -16,7 +16,8 @@ import numpy as np
 from pydantic import Field
 
 from mia_audit.attacks.base import AttackContext, AttackOutput
-from mia_audit.attacks.reference_base import Mode, ModeReferenceAttackConfig, ReferenceAttack
+from mia_audit.attacks.reference_base import ModeReferenceAttackConfig, ReferenceAttack
+from mia_audit.attacks.reference_sets import Mode
 from mia_audit.attacks.registry import register
 from mia_audit.attacks.scoring.lira import Variance, lira_offline, lira_online
 from mia_audit.attacks.signals import scaled_logit
@@ -66,7 +67,7 @@ def lira_scores(
 
 
 @register
-class LiraAttack(ReferenceAttack):
+class LiraAttack(ReferenceAttack[LiraConfig]):
     name = "lira"
     config_type = LiraConfig
     summary = (
@@ -75,7 +76,6 @@ class LiraAttack(ReferenceAttack):
 
     def score(self, context: AttackContext) -> AttackOutput:
         config = self.config
-        assert isinstance(config, LiraConfig)
         references = self.references(context)
         variance = resolve_variance(config.variance, references.count)
         scores = lira_scores(

@@ -3,31 +3,24 @@
 They differ from the target-only attacks in one way: they need models trained like the target
 on data the audit controls. An attack says what it needs as a :class:`ReferenceRequest`; the
 audit trains (or loads from its cache) every requested model once, computes their logits, and
-hands each attack a :class:`ReferenceSet` through ``AttackContext.extras``. Attacks that ask for
+hands each attack a :class:`ReferenceSet` through ``AttackContext.references``. Attacks that ask for
 the same models (same mode and number) share them, and offline sets share their first models:
 offline model j is the same model whatever the number requested.
 
-This module holds only data types and the attack base class, so that importing the policy stays
-light (no torch).
+This module holds only the configs and the attack base class, so that importing the policy
+stays light (no torch); the data types are in `reference_sets`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TypeVar
 
-import numpy as np
 from pydantic import Field, model_validator
 
 from mia_audit.attacks.base import Attack, AttackContext
 from mia_audit.attacks.config import AttackConfig
-from mia_audit.attacks.queries import View
+from mia_audit.attacks.reference_sets import Mode, ReferenceRequest, ReferenceSet
 from mia_audit.errors import AuditError
-
-Mode = Literal["online", "offline"]
-#: The key of the reference-model provider in ``AttackContext.extras``.
-REFERENCES = "references"
 
 
 class ReferenceAttackConfig(AttackConfig):
@@ -85,82 +78,14 @@ class ModeReferenceAttackConfig(ReferenceAttackConfig):
         return self.reference_models
 
 
-@dataclass(frozen=True)
-class ReferenceRequest:
-    """Reference models an attack needs: mode, number, query views, population outputs."""
-
-    mode: Mode
-    count: int
-    views: tuple[View, ...]
-    population: bool = False
+ReferenceConfigT = TypeVar("ReferenceConfigT", bound=ReferenceAttackConfig)
 
 
-@dataclass(frozen=True)
-class ReferenceSet:
-    """Reference models' logits and who trained on what.
-
-    Arrays: ``audit`` (m, V, n, C) logits on the audit set, one slice per view of ``views``;
-    ``in_audit`` (m, n) True where model j trained on audit sample i (all False offline);
-    ``population`` (m, V, P, C) logits on the population (None when not requested);
-    ``in_population`` (m, P) True where model j trained on population sample p;
-    ``target_population`` (V, P, C) the *target's* logits on the population (None when not
-    requested); ``population_labels`` (P,).
-    """
-
-    mode: Mode
-    views: tuple[View, ...]
-    audit: np.ndarray
-    in_audit: np.ndarray
-    population: np.ndarray | None
-    in_population: np.ndarray
-    population_labels: np.ndarray
-    target_population: np.ndarray | None
-    model_keys: tuple[str, ...]
-
-    @property
-    def count(self) -> int:
-        return int(self.audit.shape[0])
-
-    def _index(self, views: Sequence[View]) -> list[int]:
-        position = {view: i for i, view in enumerate(self.views)}
-        missing = [view.key for view in views if view not in position]
-        if missing:
-            raise KeyError(f"reference logits for views {missing} were not computed")
-        return [position[view] for view in views]
-
-    def audit_logits(self, views: Sequence[View]) -> np.ndarray:
-        """(m, q, n, C) logits of the reference models on the audit set."""
-        return self.audit[:, self._index(views)]
-
-    def population_logits(self, views: Sequence[View]) -> np.ndarray:
-        """(m, q, P, C) logits of the reference models on the population."""
-        if self.population is None:
-            raise KeyError("reference logits on the population were not requested")
-        return self.population[:, self._index(views)]
-
-    def target_population_logits(self, views: Sequence[View]) -> np.ndarray:
-        """(q, P, C) logits of the target on the population."""
-        if self.target_population is None:
-            raise KeyError("target logits on the population were not requested")
-        return self.target_population[self._index(views)]
-
-
-class ReferenceProvider(Protocol):
-    """Gives attacks the reference models the audit prepared."""
-
-    def get(self, request: ReferenceRequest) -> ReferenceSet: ...
-
-
-class ReferenceAttack(Attack):
+class ReferenceAttack(Attack[ReferenceConfigT]):
     """Base of attacks that need reference models; `request` says which."""
 
-    @property
-    def reference_config(self) -> ReferenceAttackConfig:
-        assert isinstance(self.config, ReferenceAttackConfig)
-        return self.config
-
     def request(self) -> ReferenceRequest:
-        config = self.reference_config
+        config = self.config
         return ReferenceRequest(
             mode=config.reference_mode,
             count=config.reference_count,
@@ -169,10 +94,8 @@ class ReferenceAttack(Attack):
         )
 
     def references(self, context: AttackContext) -> ReferenceSet:
-        provider = context.extras.get(REFERENCES)
-        if provider is None:
+        if context.references is None:
             raise AuditError(
                 f"attack {self.config.label!r} needs reference models, but none were prepared"
             )
-        reference_set: ReferenceSet = provider.get(self.request())
-        return reference_set
+        return context.references.get(self.request())

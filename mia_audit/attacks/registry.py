@@ -1,19 +1,26 @@
-"""The attack registry: attack name -> attack class, and the policy schema of each attack."""
+"""The attack registry: attack name -> attack class, and the policy schema of each attack.
+
+An attack is one module that defines its config and its class and decorates the class with
+`register`; a built-in one adds its module to `BUILTIN_MODULES`, another package names it in
+the `mia_audit.attacks` entry-point group. The policy's `attacks:` schema, `mia-audit schema`
+and the error messages' lists of attacks all come from here.
+"""
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field
 
 from mia_audit.attacks.config import AttackConfig
+from mia_audit.registry import Registry
 
 if TYPE_CHECKING:
     from mia_audit.attacks.base import Attack
 
+    AttackClass = type[Attack[Any]]
 
-_BUILTIN_MODULES = (
+BUILTIN_MODULES = (
     "mia_audit.attacks.target_only",
     "mia_audit.attacks.class_threshold",
     "mia_audit.attacks.learned",
@@ -22,31 +29,22 @@ _BUILTIN_MODULES = (
     "mia_audit.attacks.shadow",
 )
 
-
-_ATTACKS: dict[str, type[Attack]] = {}
-
-
-def register(cls: type[Attack]) -> type[Attack]:
-    """Class decorator: make an attack available to policies under its config's name."""
-    name = cls.name
-    if name in _ATTACKS and _ATTACKS[name] is not cls:
-        raise ValueError(f"attack {name!r} registered twice")
-    _ATTACKS[name] = cls
-    return cls
+ATTACKS: Registry[AttackClass] = Registry(
+    "attack", BUILTIN_MODULES, "mia_audit.attacks", name_of=lambda cls: cls.name
+)
 
 
-def _load_builtins() -> dict[str, type[Attack]]:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-    return _ATTACKS
+def register(cls: AttackClass) -> AttackClass:
+    """Class decorator: make an attack available to policies under its `name`."""
+    return ATTACKS.register(cls.name, cls)
 
 
 def attack_names() -> list[str]:
-    return list(_load_builtins())
+    return ATTACKS.names()
 
 
-def attack_class(name: str) -> type[Attack]:
-    return _load_builtins()[name]
+def attack_class(name: str) -> AttackClass:
+    return ATTACKS.get(name)
 
 
 def attack_config(name: str) -> type[AttackConfig]:
@@ -55,9 +53,9 @@ def attack_config(name: str) -> type[AttackConfig]:
 
 def attack_config_union() -> Any:
     """The discriminated union of every registered attack's config (for the policy model)."""
-    configs = tuple(cls.config_type for cls in _load_builtins().values())
+    configs = tuple(cls.config_type for cls in ATTACKS.entries().values())
     return Annotated[Union[configs], Field(discriminator="name")]  # noqa: UP007
 
 
-def create_attack(config: AttackConfig) -> Attack:
+def create_attack(config: AttackConfig) -> Attack[Any]:
     return attack_class(config.name)(config)

@@ -17,12 +17,8 @@ from pydantic import Field, PlainValidator, WithJsonSchema
 
 from mia_audit.attacks.base import AttackContext, AttackOutput
 from mia_audit.attacks.queries import View
-from mia_audit.attacks.reference_base import (
-    Mode,
-    ModeReferenceAttackConfig,
-    ReferenceAttack,
-    ReferenceSet,
-)
+from mia_audit.attacks.reference_base import ModeReferenceAttackConfig, ReferenceAttack
+from mia_audit.attacks.reference_sets import Mode, ReferenceSet
 from mia_audit.attacks.registry import register
 from mia_audit.attacks.scoring.rmia import (
     Aggregation,
@@ -83,14 +79,13 @@ class RmiaConfig(ModeReferenceAttackConfig):
 
 
 @register
-class RmiaAttack(ReferenceAttack):
+class RmiaAttack(ReferenceAttack[RmiaConfig]):
     name = "rmia"
     config_type = RmiaConfig
     summary = "Pairwise likelihood ratios against population samples (Zarifzadeh et al. 2024)."
 
     def score(self, context: AttackContext) -> AttackOutput:
         config = self.config
-        assert isinstance(config, RmiaConfig)
         references = self.references(context)
         views = self.views
         temperature = config.temperature
@@ -121,7 +116,6 @@ class RmiaAttack(ReferenceAttack):
         self, references: ReferenceSet, views: tuple[View, ...], labels: np.ndarray, seed: int
     ) -> tuple[float, str]:
         config = self.config
-        assert isinstance(config, RmiaConfig)
         if not isinstance(config.offline_a, str):
             return float(config.offline_a), "policy"
         if references.count < 2:

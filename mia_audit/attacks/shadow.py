@@ -25,7 +25,8 @@ from pydantic import Field
 from mia_audit.attacks import signals
 from mia_audit.attacks.base import AttackContext, AttackOutput
 from mia_audit.attacks.classifiers import ClassifierKind, ClassifierSettings, make_classifier
-from mia_audit.attacks.reference_base import Mode, ReferenceAttack, ReferenceAttackConfig
+from mia_audit.attacks.reference_base import ReferenceAttack, ReferenceAttackConfig
+from mia_audit.attacks.reference_sets import Mode
 from mia_audit.attacks.registry import register
 
 #: Sorted probabilities kept as features (all of them for up to this many classes).
@@ -174,14 +175,13 @@ def _threads_for(n_examples: int) -> contextlib.AbstractContextManager[object]:
 
 
 @register
-class ShadowAttack(ReferenceAttack):
+class ShadowAttack(ReferenceAttack[ShadowConfig]):
     name = "shadow"
     config_type = ShadowConfig
     summary = "Per-class attack classifiers trained on shadow models' outputs (Shokri et al. 2017)."
 
     def score(self, context: AttackContext) -> AttackOutput:
         config = self.config
-        assert isinstance(config, ShadowConfig)
         references = self.references(context)
         examples = shadow_examples(
             references.population_logits(self.views),

@@ -4,7 +4,7 @@ of membership): loss, confidence, entropy, modified entropy and the logit margin
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeVar
 
 import numpy as np
 from pydantic import Field
@@ -30,12 +30,13 @@ _SCORES: dict[str, Signal] = {
     "logit_margin": signals.scaled_logit,
     "hinge_margin": signals.hinge_margin,
 }
+SignalConfigT = TypeVar("SignalConfigT", bound=AttackConfig)
 SignalName = Literal[
     "loss", "confidence", "entropy", "modified_entropy", "logit_margin", "hinge_margin"
 ]
 
 
-class _SignalAttack(Attack):
+class _SignalAttack(Attack[SignalConfigT]):
     """Score = the signal, averaged over the query views."""
 
     signal: ClassVar[str]
@@ -74,7 +75,7 @@ class LogitMarginConfig(AttackConfig):
 
 
 @register
-class LossAttack(_SignalAttack):
+class LossAttack(_SignalAttack[LossConfig]):
     name = "loss"
     config_type = LossConfig
     signal = "loss"
@@ -82,7 +83,7 @@ class LossAttack(_SignalAttack):
 
 
 @register
-class ConfidenceAttack(_SignalAttack):
+class ConfidenceAttack(_SignalAttack[ConfidenceConfig]):
     name = "confidence"
     config_type = ConfidenceConfig
     signal = "confidence"
@@ -90,7 +91,7 @@ class ConfidenceAttack(_SignalAttack):
 
 
 @register
-class EntropyAttack(_SignalAttack):
+class EntropyAttack(_SignalAttack[EntropyConfig]):
     name = "entropy"
     config_type = EntropyConfig
     signal = "entropy"
@@ -98,7 +99,7 @@ class EntropyAttack(_SignalAttack):
 
 
 @register
-class ModifiedEntropyAttack(_SignalAttack):
+class ModifiedEntropyAttack(_SignalAttack[ModifiedEntropyConfig]):
     name = "modified_entropy"
     config_type = ModifiedEntropyConfig
     signal = "modified_entropy"
@@ -106,11 +107,10 @@ class ModifiedEntropyAttack(_SignalAttack):
 
 
 @register
-class LogitMarginAttack(_SignalAttack):
+class LogitMarginAttack(_SignalAttack[LogitMarginConfig]):
     name = "logit_margin"
     config_type = LogitMarginConfig
     summary = "Margin of the true-class logit over the others (LiRA's scaling)."
 
     def _signal(self) -> str:
-        assert isinstance(self.config, LogitMarginConfig)
         return "logit_margin" if self.config.form == "log_odds" else "hinge_margin"

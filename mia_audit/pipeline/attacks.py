@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from mia_audit.result import (
 
 
 def _run_attacks(
-    attacks: Sequence[Attack],
+    attacks: Sequence[Attack[Any]],
     context: AttackContext,
     audit_set: AuditSet,
     policy: Policy,

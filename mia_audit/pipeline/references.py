@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mia_audit.attacks.reference_base import ReferenceRequest
+from mia_audit.attacks.reference_sets import ReferenceRequest
 from mia_audit.models.inference import (
     Preprocessor,
 )

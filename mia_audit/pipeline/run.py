@@ -13,7 +13,7 @@ import numpy as np
 
 from mia_audit import __version__
 from mia_audit.attacks.base import AttackContext, check_attack_data
-from mia_audit.attacks.reference_base import REFERENCES, ReferenceAttack
+from mia_audit.attacks.reference_base import ReferenceAttack
 from mia_audit.attacks.registry import create_attack
 from mia_audit.data.audit import AuditSet
 from mia_audit.environment import describe_environment
@@ -114,7 +114,7 @@ def run_audit(
     for note in model_notes:
         progress.note(note)
     notes += model_notes
-    extras: dict[str, object] = {}
+    references = None
     reference_attacks = [attack for attack in attacks if isinstance(attack, ReferenceAttack)]
     references_fit = None
     if reference_attacks:
@@ -130,7 +130,6 @@ def run_audit(
                 progress,
                 trust.note,
             )
-        extras[REFERENCES] = references
         references_fit = assess_reference_fit(
             references.set_fits,
             [(a.config.label, a.request().mode, a.request().count) for a in reference_attacks],
@@ -144,7 +143,7 @@ def run_audit(
         labels=data.audit_set.labels,
         is_member=data.audit_set.is_member,
         random_state=policy.runtime.seed,
-        extras=extras,
+        references=references,
     )
     results = _run_attacks(attacks, context, data.audit_set, policy, progress, timer)
     gate_conditions = evaluate_gate(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ def _probe(model: LoadedModel, probe: np.ndarray) -> np.ndarray:
     return _run_padded(model.classifier, probe)
 
 
-def views_needed(attacks: Sequence[Attack]) -> tuple[View, ...]:
+def views_needed(attacks: Sequence[Attack[Any]]) -> tuple[View, ...]:
     """The union of the attacks' query views, identity first (for accuracy)."""
     views = {IDENTITY}
     for attack in attacks:
@@ -89,7 +90,7 @@ def _target_logits(
     model: LoadedModel,
     audit_set: AuditSet,
     preprocess: Preprocessor,
-    attacks: Sequence[Attack],
+    attacks: Sequence[Attack[Any]],
     progress: Progress,
     notify: Notify,
 ) -> ViewLogits:

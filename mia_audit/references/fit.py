@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mia_audit.attacks import signals
-from mia_audit.attacks.reference_base import Mode
+from mia_audit.attacks.reference_sets import Mode
 from mia_audit.errors import PolicyError
 from mia_audit.references.settings import TrainingRecipe
 from mia_audit.result import Accuracy, ReferenceFit, ReferenceModelFit, ReferenceSetFit

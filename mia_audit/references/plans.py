@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mia_audit.attacks.reference_base import Mode
+from mia_audit.attacks.reference_sets import Mode
 from mia_audit.references.training import TrainingJob
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mia_audit.attacks.queries import IDENTITY, View
-from mia_audit.attacks.reference_base import Mode, ReferenceRequest, ReferenceSet
+from mia_audit.attacks.reference_sets import Mode, ReferenceRequest, ReferenceSet
 from mia_audit.data.images import ImageSet, as_float01
 from mia_audit.errors import AuditError, ModelError
 from mia_audit.models import spot_check
