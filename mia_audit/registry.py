@@ -24,7 +24,9 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Entries of one kind by name: the built-in modules first, then entry-point plugins.
 
-    `name_of` gives an object's name when an entry point hands over the object itself.
+    `name_of` gives an object's name when an entry point hands over the object itself;
+    `module_of` the module that defines an entry (default: its `__module__`), which orders the
+    built-ins.
     """
 
     def __init__(
@@ -33,11 +35,13 @@ class Registry(Generic[T]):
         builtins: tuple[str, ...],
         entry_point_group: str,
         name_of: Callable[[T], str],
+        module_of: Callable[[T], str] | None = None,
     ) -> None:
         self.kind = kind
         self.builtins = builtins
         self.entry_point_group = entry_point_group
         self.name_of = name_of
+        self.module_of = module_of or _origin
         self._entries: dict[str, T] = {}
         self._loaded = False
 
@@ -46,8 +50,8 @@ class Registry(Generic[T]):
         known = self._entries.get(name)
         if known is not None and known is not entry:
             raise InputError(
-                f"{self.kind} {name!r} is registered twice ({_origin(known)} and "
-                f"{_origin(entry)}); uninstall one of the packages that provide it"
+                f"{self.kind} {name!r} is registered twice ({self.module_of(known)} and "
+                f"{self.module_of(entry)}); uninstall one of the packages that provide it"
             )
         self._entries[name] = entry
         return entry
@@ -64,7 +68,7 @@ class Registry(Generic[T]):
         rank = {module: index for index, module in enumerate(self.builtins)}
         ordered = sorted(
             enumerate(self._entries.items()),
-            key=lambda item: (rank.get(_origin(item[1][1]), len(rank)), item[0]),
+            key=lambda item: (rank.get(self.module_of(item[1][1]), len(rank)), item[0]),
         )
         return dict(entry for _, entry in ordered)
 

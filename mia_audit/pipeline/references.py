@@ -11,6 +11,7 @@ from mia_audit.pipeline.inputs import AuditData
 from mia_audit.pipeline.target import _engine_key
 from mia_audit.policy.loading import LoadedPolicy
 from mia_audit.progress import Notify, Progress
+from mia_audit.references.executors import create_executor
 from mia_audit.references.executors.base import Architecture
 from mia_audit.references.provider import ReferenceModels, ReferenceSetup, TargetModel
 
@@ -45,7 +46,10 @@ def prepare_references(
         seed=policy.runtime.seed,
         target=TargetModel(model.classifier, model.sha256, _engine_key(model)),
     )
-    references = ReferenceModels(setup, policy.runtime.cache_dir, progress=progress, notify=notify)
+    executor = create_executor(policy.runtime.executor, device=device, notify=progress.note)
+    references = ReferenceModels(
+        setup, policy.runtime.cache_dir, executor=executor, progress=progress, notify=notify
+    )
     references.prepare(requests)
     progress.note(
         f"reference models: {references.trained} trained, "

@@ -1,13 +1,28 @@
+"""The policy's `runtime:` and `preconditions:` sections: how the run goes, and which checks
+before the verdict a smoke test may relax."""
+
 from __future__ import annotations
 
+import typing
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    Field,
-)
+from pydantic import BeforeValidator, Field
 
+from mia_audit.references.executors import executor_config_union
+from mia_audit.references.executors.base import ExecutorConfig
+from mia_audit.references.executors.local import LocalExecutorConfig
 from mia_audit.settings import PolicyPath, StrictModel
+
+
+def _bare_executor_kind(value: Any) -> Any:
+    return {"kind": value} if isinstance(value, str) else value
+
+
+if typing.TYPE_CHECKING:
+    ExecutorEntry = ExecutorConfig
+else:
+    ExecutorEntry = Annotated[executor_config_union(), BeforeValidator(_bare_executor_kind)]
 
 
 class Preconditions(StrictModel):
@@ -60,6 +75,8 @@ class Preconditions(StrictModel):
 
 
 class RuntimeSpec(StrictModel):
+    """How the run goes: device, seed, batch size, cache, precision, executor."""
+
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0)
     batch_size: int = Field(512, ge=1)
@@ -67,4 +84,9 @@ class RuntimeSpec(StrictModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
         description="GPU inference precision; `auto` uses bf16 when logits match fp32 closely.",
+    )
+    executor: ExecutorEntry = Field(
+        default_factory=LocalExecutorConfig,
+        description="Where reference models train: `local` (this machine), or a mapping with "
+        "`kind` and that executor's settings.",
     )

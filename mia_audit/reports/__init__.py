@@ -1,4 +1,10 @@
-"""Report formats: each renders a `Result` to the bytes of one file (pure, no I/O)."""
+"""Report formats: each renders a `Result` to the bytes of one file (pure, no I/O).
+
+A format is one module that defines a renderer and decorates it with `register_format`; a
+built-in one adds its module to `BUILTIN_MODULES`, another package names it (or a
+`ReportFormat`) in the `mia_audit.reports` entry-point group. `outputs.formats`, `--format` and
+`render` all read the list from here.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mia_audit.registry import Registry
 from mia_audit.result import Result
 
 Renderer = Callable[[Result], bytes]
@@ -18,34 +25,38 @@ class ReportFormat:
     render: Renderer
 
 
-_FORMATS: dict[str, ReportFormat] = {}
+BUILTIN_MODULES = (
+    "mia_audit.reports.json_report",
+    "mia_audit.reports.html_report",
+    "mia_audit.reports.markdown_report",
+    "mia_audit.reports.junit_report",
+)
+
+FORMATS: Registry[ReportFormat] = Registry(
+    "report format",
+    BUILTIN_MODULES,
+    "mia_audit.reports",
+    name_of=lambda found: found.name,
+    module_of=lambda found: found.render.__module__,
+)
 
 
 def register_format(name: str, filename: str) -> Callable[[Renderer], Renderer]:
+    """Decorator: make a renderer available as format `name`, written to `filename`."""
+
     def decorate(render: Renderer) -> Renderer:
-        _FORMATS[name] = ReportFormat(name, filename, render)
+        FORMATS.register(name, ReportFormat(name, filename, render))
         return render
 
     return decorate
 
 
-def _load_builtins() -> dict[str, ReportFormat]:
-    from mia_audit.reports import (  # noqa: F401  (each registers itself)
-        html_report,
-        json_report,
-        junit_report,
-        markdown_report,
-    )
-
-    return _FORMATS
-
-
 def format_names() -> list[str]:
-    return list(_load_builtins())
+    return FORMATS.names()
 
 
 def report_format(name: str) -> ReportFormat:
-    return _load_builtins()[name]
+    return FORMATS.get(name)
 
 
 def render_reports(result: Result, formats: Sequence[str]) -> dict[str, bytes]:

@@ -1,3 +1,5 @@
+"""The policy's `outputs:` section: where reports go and which formats."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,12 +14,13 @@ from mia_audit.settings import PolicyPath, StrictModel
 
 
 def _available_format(value: str) -> str:
-    if value not in _FORMAT_NAMES:
-        raise ValueError(f"unknown format {value!r}; available: {', '.join(_FORMAT_NAMES)}")
+    from mia_audit.reports import format_names
+
+    available = format_names()
+    if value not in available:
+        raise ValueError(f"unknown format {value!r}; available: {', '.join(available)}")
     return value
 
-
-_FORMAT_NAMES = ("json", "html", "markdown", "junit")
 
 OutputFormat = Annotated[str, AfterValidator(_available_format)]
 
@@ -27,6 +30,6 @@ class OutputSpec(StrictModel):
     formats: tuple[OutputFormat, ...] = Field(
         ("json", "html", "markdown"),
         min_length=1,
-        description="Report formats: json (result.json), html (report.html), markdown "
-        "(summary.md), junit (junit.xml).",
+        description="Report formats (README, Reports): json (result.json), html (report.html), "
+        "markdown (summary.md), junit (junit.xml), and any a plugin registers.",
     )

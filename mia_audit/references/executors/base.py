@@ -1,11 +1,22 @@
+"""What an executor is: it trains reference models somewhere and hands each back as it is done.
+
+An executor receives plain picklable values (the tasks, the shared training data, the recipe,
+how to build the architecture), so a cluster executor can ship them to other machines; it calls
+`on_trained` on the caller's side as each model finishes, and the caller caches it at once.
+Executors are chosen by `runtime.executor` (`ExecutorConfig`, one subclass per kind) and
+registered like attacks (`mia_audit.references.executors`).
+"""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from mia_audit.progress import Advance
+from pydantic import BaseModel, ConfigDict
+
+from mia_audit.progress import Advance, Notify
 from mia_audit.references.settings import TrainingRecipe
 from mia_audit.references.training import TrainingData, TrainingJob
 from mia_audit.store.cache import StateDict
@@ -89,3 +100,24 @@ class Executor(Protocol):
         on_trained: OnTrained,
         advance: Advance | None = None,
     ) -> None: ...
+
+
+class ExecutorConfig(BaseModel):
+    """`runtime.executor`: which executor (`kind`) and its settings; each kind subclasses this
+    with its own keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    kind: str
+
+
+class ExecutorType(Protocol):
+    """What a registered executor class provides beside `Executor.train`."""
+
+    kind: ClassVar[str]
+    config_type: ClassVar[type[ExecutorConfig]]
+
+    @classmethod
+    def create(cls, config: Any, *, device: str, notify: Notify | None) -> Executor:
+        """An executor for `config` (an instance of `config_type`) on `device`."""
+        ...

@@ -1,26 +1,44 @@
+"""The local executor: trains reference models on this machine (several at once on a GPU)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
 
 from mia_audit.errors import AuditError
 from mia_audit.models.classifier import OutOfMemory
 from mia_audit.models.device import release_cuda_memory
 from mia_audit.progress import Advance, Notify
-from mia_audit.references.executors.base import Architecture, OnTrained, TrainingTask
+from mia_audit.references.executors import register
+from mia_audit.references.executors.base import (
+    Architecture,
+    Executor,
+    ExecutorConfig,
+    OnTrained,
+    TrainingTask,
+)
 from mia_audit.references.settings import TrainingRecipe
 from mia_audit.references.training import TrainingData, train_models
 from mia_audit.store.cache import StateDict
-
-if TYPE_CHECKING:
-    pass
-
 
 #: Models trained at once on a GPU by the local executor (a ResNet18 on 32x32 images leaves an
 #: H100 mostly idle one at a time).
 GPU_CONCURRENCY = 8
 
 
+class LocalExecutorConfig(ExecutorConfig):
+    kind: Literal["local"] = "local"
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description=f"Models trained at once (default: {GPU_CONCURRENCY} on a GPU, 1 on the CPU).",
+    )
+
+
+@register
 class LocalExecutor:
     """Trains on this machine: groups of `concurrency` models in lockstep (GPU), else one by
     one. `trained` counts the models it trained.
@@ -31,6 +49,9 @@ class LocalExecutor:
     the models trained beside it, so the retry trains the same models.
     """
 
+    kind: ClassVar[str] = "local"
+    config_type: ClassVar[type[ExecutorConfig]] = LocalExecutorConfig
+
     def __init__(
         self, device: str, concurrency: int | None = None, notify: Notify | None = None
     ) -> None:
@@ -38,6 +59,11 @@ class LocalExecutor:
         self.concurrency = concurrency or (GPU_CONCURRENCY if device == "cuda" else 1)
         self.notify = notify
         self.trained = 0
+
+    @classmethod
+    def create(cls, config: Any, *, device: str, notify: Notify | None) -> Executor:
+        assert isinstance(config, LocalExecutorConfig)
+        return cls(device, config.concurrency, notify)
 
     def train(
         self,
