@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,6 +35,10 @@ class Classifier(Protocol):
     fixed_batch_size: int | None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+#: The torch autocast dtype of each inference precision (fp32: no autocast).
+AUTOCAST_DTYPES: dict[str, str | None] = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
 
 
 @dataclass
@@ -75,6 +79,14 @@ class TorchClassifier:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device, dtype=getattr(torch, self.autocast_dtype))
+
+
+def at_precision(classifier: Classifier, precision: str) -> Classifier:
+    """The classifier running at `precision` (fp32, bf16, fp16); only torch models on a GPU
+    use autocast, other engines run as exported."""
+    if isinstance(classifier, TorchClassifier):
+        return replace(classifier, autocast_dtype=AUTOCAST_DTYPES[precision])
+    return classifier
 
 
 def _logits_tensor(outputs: Any) -> Any:

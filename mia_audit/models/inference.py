@@ -16,7 +16,7 @@ from mia_audit.attacks.queries import View
 from mia_audit.data.images import as_float01
 from mia_audit.errors import AuditError, InputError, ModelError
 from mia_audit.models import spot_check
-from mia_audit.models.classifier import Classifier, OutOfMemory, TorchClassifier
+from mia_audit.models.classifier import Classifier, OutOfMemory, TorchClassifier, at_precision
 from mia_audit.models.device import release_cuda_memory
 from mia_audit.progress import Advance, Notify
 from mia_audit.store.cache import ContentStore, entry_key
@@ -102,7 +102,7 @@ def predict(
 ) -> np.ndarray:
     """Logits of shape (len(views), n, C), float32. Halves the batch on out-of-memory.
 
-    A model with a fixed batch size gets chunks of a multiple of it, split by `_run_padded`.
+    A model with a fixed batch size gets chunks of a multiple of it, split by `run_batch`.
     """
     fixed = classifier.fixed_batch_size
     if fixed is not None:
@@ -149,11 +149,11 @@ def _predict_chunk(
     results = []
     for view in views:
         batch = view.apply(base)
-        results.append(_run_padded(classifier, batch))
+        results.append(run_batch(classifier, batch))
     return results
 
 
-def _run_padded(classifier: Classifier, batch: np.ndarray) -> np.ndarray:
+def run_batch(classifier: Classifier, batch: np.ndarray) -> np.ndarray:
     """Run a batch of any size. A model exported with a fixed batch size (`torch.onnx.export`
     without `dynamic_axes` fixes it to the example's) gets it split into pieces of that size,
     the last one padded with copies of its last image; the padding's outputs are dropped."""
@@ -315,25 +315,19 @@ def _unusable(
 def choose_precision(
     classifier: Classifier, probe: np.ndarray, requested: str, tolerance: float = 0.05
 ) -> str:
-    """Pick the GPU autocast precision: `auto` takes bf16 when its logits match fp32.
+    """The GPU autocast precision to run at (`at_precision` applies it): `auto` takes bf16 when
+    its logits match fp32.
 
     The check runs one probe batch both ways: the largest absolute logit difference must stay
     within `tolerance` times the logits' spread and the predicted classes must agree.
     """
     if not isinstance(classifier, TorchClassifier) or classifier.device != "cuda":
         return "fp32"
-    if requested in ("bf16", "fp16"):
-        classifier.autocast_dtype = "bfloat16" if requested == "bf16" else "float16"
+    if requested != "auto":
         return requested
-    if requested == "fp32":
-        return "fp32"
     reference = classifier(probe)
-    classifier.autocast_dtype = "bfloat16"
-    fast = classifier(probe)
+    fast = at_precision(classifier, "bf16")(probe)
     scale = max(float(reference.std()), 1.0)
     close = float(np.abs(fast - reference).max()) <= tolerance * scale
     same_class = bool((fast.argmax(1) == reference.argmax(1)).all())
-    if close and same_class:
-        return "bf16"
-    classifier.autocast_dtype = None
-    return "fp32"
+    return "bf16" if close and same_class else "fp32"

@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from mia_audit.errors import InputError
 from mia_audit.models.architectures import build_architecture, is_factory
-from mia_audit.models.classifier import Classifier, TorchClassifier, onnx_classifier
+from mia_audit.models.classifier import (
+    AUTOCAST_DTYPES,
+    Classifier,
+    TorchClassifier,
+    onnx_classifier,
+)
 from mia_audit.store.hashing import file_sha256
 
 if TYPE_CHECKING:
@@ -35,6 +40,15 @@ class LoadedModel:
     sha256: str
     architecture: str | None
     factory: str | None
+    #: Inference precision (`at_precision` of the classifier): fp32 until the probe picks one.
+    precision: str = "fp32"
+
+    @property
+    def engine_key(self) -> str:
+        """Engine, device and precision: all three change the logits (part of cache keys)."""
+        classifier = self.classifier
+        autocast = AUTOCAST_DTYPES[self.precision] or "fp32"
+        return f"{classifier.engine}:{classifier.device}:{autocast}"
 
 
 def load_target(spec: ModelSpec, device: str, search_path: Path | None = None) -> LoadedModel:

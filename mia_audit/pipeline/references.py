@@ -8,7 +8,6 @@ from mia_audit.models.inference import (
 )
 from mia_audit.models.loading import LoadedModel
 from mia_audit.pipeline.inputs import AuditData
-from mia_audit.pipeline.target import _engine_key
 from mia_audit.policy.loading import LoadedPolicy
 from mia_audit.progress import Notify, Progress
 from mia_audit.references.executors import create_executor
@@ -44,7 +43,7 @@ def prepare_references(
         device=device,
         batch_size=policy.runtime.batch_size,
         seed=policy.runtime.seed,
-        target=TargetModel(model.classifier, model.sha256, _engine_key(model)),
+        target=TargetModel(model.classifier, model.sha256, model.engine_key),
     )
     executor = create_executor(policy.runtime.executor, device=device, notify=progress.note)
     references = ReferenceModels(

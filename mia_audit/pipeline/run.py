@@ -100,7 +100,7 @@ def run_audit(
         progress.note(note)
     preprocess = preprocessor(policy)
     with timer.phase("inference"), _naming_model(policy):
-        num_classes, precision = _check_model(model, data, policy, preprocess)
+        num_classes, model = _check_model(model, data, policy, preprocess)
         target = _target_logits(
             policy, model, data.audit_set, preprocess, attacks, progress, trust.note
         )
@@ -158,7 +158,7 @@ def run_audit(
         policy=PolicyInfo(
             name=policy.name, path=str(loaded.path), sha256=loaded.sha256, document=loaded.document
         ),
-        target=_target_info(policy, model, target, data.audit_set, num_classes, precision),
+        target=_target_info(policy, model, target, data.audit_set, num_classes),
         data=_data_info(data, policy),
         attacks=results,
         gate=GateResult(passed=passed, conditions=gate_conditions, evaluated_on=today),
@@ -171,7 +171,7 @@ def run_audit(
             loaded.path.parent,
         ),
         environment=describe_environment(
-            model.classifier.device, model.classifier.engine, precision
+            model.classifier.device, model.classifier.engine, model.precision
         ),
         timings=timer.seconds,
         notes=[*notes, *trust.notes],

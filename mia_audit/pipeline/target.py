@@ -2,9 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
-
-import numpy as np
 
 from mia_audit.attacks.base import Attack, ViewLogits
 from mia_audit.attacks.queries import IDENTITY, View
@@ -14,11 +13,13 @@ from mia_audit.errors import (
     ModelError,
 )
 from mia_audit.evaluation import breakdowns as evaluation
+from mia_audit.models.classifier import at_precision
 from mia_audit.models.inference import (
     LogitsRequest,
     Preprocessor,
     cached_predict,
     choose_precision,
+    run_batch,
 )
 from mia_audit.models.loading import LoadedModel
 from mia_audit.pipeline.inputs import AuditData
@@ -48,12 +49,13 @@ def _naming_model(policy: Policy) -> Iterator[None]:
 
 def _check_model(
     model: LoadedModel, data: AuditData, policy: Policy, preprocess: Preprocessor
-) -> tuple[int, str]:
-    """Run a probe batch: output width must fit num_classes and the labels."""
+) -> tuple[int, LoadedModel]:
+    """Run a probe batch: output width must fit num_classes and the labels. Returns the
+    number of classes and the model at the precision the probe chose."""
     audit_set = data.audit_set
     preprocess.output_channels(audit_set.images.shape[1])
     probe = preprocess(audit_set.images[: min(8, len(audit_set.images))])
-    logits = _probe(model, probe)
+    logits = run_batch(model.classifier, probe)
     num_classes = logits.shape[1]
     declared = policy.model.num_classes
     if declared is not None and declared != num_classes:
@@ -68,13 +70,8 @@ def _check_model(
             f"labels must be 0..{num_classes - 1}: fix the labels, or use the right model"
         )
     precision = choose_precision(model.classifier, probe, policy.runtime.precision)
-    return num_classes, precision
-
-
-def _probe(model: LoadedModel, probe: np.ndarray) -> np.ndarray:
-    from mia_audit.models.inference import _run_padded
-
-    return _run_padded(model.classifier, probe)
+    classifier = at_precision(model.classifier, precision)
+    return num_classes, replace(model, classifier=classifier, precision=precision)
 
 
 def views_needed(attacks: Sequence[Attack[Any]]) -> tuple[View, ...]:
@@ -100,7 +97,7 @@ def _target_logits(
         model_sha256=model.sha256,
         data_sha256=_audit_images_sha256(audit_set),
         preprocess=preprocess,
-        engine=_engine_key(model),
+        engine=model.engine_key,
     )
     with progress.stage(f"target inference ({len(views)} views)", len(audit_set.labels)) as advance:
         logits = cached_predict(
@@ -115,13 +112,6 @@ def _target_logits(
             what="the target's logits on the audit set",
         )
     return ViewLogits(views=views, logits=logits)
-
-
-def _engine_key(model: LoadedModel) -> str:
-    """Engine, device and autocast precision: all three change the logits."""
-    classifier = model.classifier
-    precision = getattr(classifier, "autocast_dtype", None) or "fp32"
-    return f"{classifier.engine}:{classifier.device}:{precision}"
 
 
 def _audit_images_sha256(audit_set: AuditSet) -> str:
@@ -145,7 +135,6 @@ def _target_info(
     target: ViewLogits,
     audit_set: AuditSet,
     num_classes: int,
-    precision: str,
 ) -> TargetInfo:
     return TargetInfo(
         path=str(policy.model.path),
@@ -155,7 +144,7 @@ def _target_info(
         factory=model.factory,
         num_classes=num_classes,
         engine=model.classifier.engine,
-        precision=precision,
+        precision=model.precision,
         accuracy=target_accuracy(target, audit_set),
     )
 
