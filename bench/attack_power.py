@@ -6,7 +6,7 @@ Run from the repository root:
         [--optimizer sgd|adamw] [--lr LR] [--weight-decay 5e-4] [--seed 0] [--workdir DIR]
 
 What it does, in order:
-1. takes a seeded random `--subset` of the CIFAR-10 training split (../shared/data/cifar10.npz
+1. takes a seeded random `--subset` of the CIFAR-10 training split (the .npz given by --data,
    relative to the repository); the target trains on one half (members), the other half is
    held out (non-members); `--population` further images (the rest of the training split, then
    the test split; default: as many as the subset, i.e. twice the members, so shadow models get
@@ -23,7 +23,7 @@ What it does, in order:
    sample size does not support: fewer than ~10 non-members below that FPR), the target's
    train/test accuracy, and the time of each phase with the background load meanwhile.
 
-The published CIFAR-10 figures (design.md §3) come from 25k-image targets trained to ~92 %
+The published CIFAR-10 figures (LiRA and RMIA papers) come from 25k-image targets trained to ~92 %
 test accuracy with 16-256 reference models; a CPU run with a 2,000-image subset and a few
 epochs is a smoke-scale measurement of the same pipeline, not a reproduction.
 """

@@ -1,4 +1,4 @@
-"""The result of an audit: the versioned schema of result.json (design.md §7, §12).
+"""The result of an audit: the versioned schema of result.json (README, Reports).
 
 Reports in every format render from this one object, so `mia-audit render result.json`
 reproduces them without re-running attacks.

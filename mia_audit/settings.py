@@ -1,3 +1,7 @@
+"""The base of every settings model (frozen, every key known, finite numbers) and paths that
+resolve against the policy file's folder.
+"""
+
 from __future__ import annotations
 
 from pathlib import Path

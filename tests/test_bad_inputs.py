@@ -2,7 +2,7 @@
 
 Every case builds one broken variant of the digits target (real files written with numpy and
 torch, no mocks), runs the installed console script and checks the contract of README.md and
-design.md sections 5, 6 and 12: the documented exit code (2 for an invalid policy or input, 3
+Troubleshooting: the documented exit code (2 for an invalid policy or input, 3
 when the audit cannot complete), exactly one line on stderr that starts with "error:" and names
 the offending field or file, no traceback unless `-v` is given, and no report written.
 

@@ -1,3 +1,5 @@
+"""What every attack's policy entry has: `name`, `id` and the query views (`queries`)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any

@@ -1,3 +1,5 @@
+"""The policy's `data:` section: the files and how the audit set is sampled from them."""
+
 from __future__ import annotations
 
 from pydantic import (

@@ -1,3 +1,7 @@
+"""An empirical lower bound on epsilon of (epsilon, delta)-DP from one attack's errors, with
+Clopper-Pearson intervals (Jagielski et al. 2020; Nasr et al. 2021), on a held-out half.
+"""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,6 +1,6 @@
 """Membership-inference metrics: one pinned convention, pure numpy.
 
-Conventions (design.md section 4), which the rest of mia-audit codes against:
+Conventions (ARCHITECTURE.md, "Metric conventions"), which the rest of mia-audit codes against:
 
 - ``labels`` is a 1-D array with 1 (or True) for a member, the positive class, and 0 for a
   non-member; ``scores`` is a 1-D float array where higher means "more likely a member".

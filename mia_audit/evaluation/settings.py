@@ -1,3 +1,5 @@
+"""The policy's `statistics:` section: CI level and resamples, delta, the FPR support rule."""
+
 from __future__ import annotations
 
 from pydantic import (

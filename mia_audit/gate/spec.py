@@ -1,3 +1,7 @@
+"""The policy's `gate:` section: conditions (limits on metrics, baselines), suppressions, and
+`ConditionId`, the value that names a condition.
+"""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

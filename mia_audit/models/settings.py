@@ -1,3 +1,5 @@
+"""The policy's `model:` and `preprocessing:` sections."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal

@@ -1,3 +1,7 @@
+"""Run every attack on the context and evaluate its scores; then the checks that need every
+attack's scores (sides not swapped).
+"""
+
 from __future__ import annotations
 
 import time

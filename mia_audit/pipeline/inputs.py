@@ -1,3 +1,8 @@
+"""Load the policy's data files into the audit set (members, non-members, population), with
+the checks that need every sample: disjoint sides, class names, the population reference
+attacks need.
+"""
+
 from __future__ import annotations
 
 from collections.abc import Callable

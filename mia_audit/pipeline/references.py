@@ -1,3 +1,7 @@
+"""Reference models for the attacks that asked for them: the setup from the policy, the
+executor it chose, and the provider that trains or loads them.
+"""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

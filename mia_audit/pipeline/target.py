@@ -1,3 +1,7 @@
+"""The target: probe it (output width, labels, precision), its logits on the audit set for every
+query view (cached, spot-checked), and what the result records about it.
+"""
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence

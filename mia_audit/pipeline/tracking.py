@@ -1,3 +1,5 @@
+"""What a run collects beside its result: time per phase, and the notes about what it trusted."""
+
 from __future__ import annotations
 
 import time

@@ -1,3 +1,5 @@
+"""Read, parse and validate a policy file; command-line overrides; the files it names exist."""
+
 from __future__ import annotations
 
 import hashlib

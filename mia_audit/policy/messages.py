@@ -1,3 +1,7 @@
+"""Validation errors as one line: the file, the line, the YAML path of the first problem, what
+is wrong and, for a misspelt key or attack, what was probably meant.
+"""
+
 from __future__ import annotations
 
 import difflib

@@ -1,3 +1,10 @@
+"""Plans (pure, seeded): which rows of the training pool each reference model trains on.
+
+Offline model j trains on a seeded subset of the population that depends only on (seed, j), so
+sets of any size share their first models; online models train on halves of the audit set,
+each sample IN for exactly half of them (LiRA's keep matrix).
+"""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

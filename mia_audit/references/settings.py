@@ -1,3 +1,7 @@
+"""The policy's `reference_training:` section: the recipe reference and shadow models copy from
+the target (the model cache keys it, with the trainer's version).
+"""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal

@@ -1,4 +1,4 @@
-"""result.json: the machine-readable result (schema in mia_audit/schemas)."""
+"""result.json: the machine-readable result (its JSON Schema: `mia-audit schema result`)."""
 
 from __future__ import annotations
 

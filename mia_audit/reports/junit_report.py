@@ -1,4 +1,4 @@
-"""junit.xml: one JUnit test case per gate condition, for CI systems that read JUnit (§7).
+"""junit.xml: one JUnit test case per gate condition, for CI systems that read JUnit.
 
 Built with ElementTree so attribute and text escaping is done by the XML library; characters
 XML 1.0 cannot carry at all (most control characters) are replaced by U+FFFD first.

@@ -1,4 +1,4 @@
-"""summary.md: a short Markdown summary for `$GITHUB_STEP_SUMMARY` (design.md §7).
+"""summary.md: a short Markdown summary for `$GITHUB_STEP_SUMMARY` (README, Reports).
 
 Plain string building, no templates. Every string that comes from the user (policy name, attack
 ids, paths, notes) goes through `escape` so it can neither break a table nor inject HTML. The

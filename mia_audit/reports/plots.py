@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-#: The log-log ROC's axis range (design.md §7).
+#: The log-log ROC's axis range: down to FPR 1e-5, where the LiRA paper reads its figures.
 LOG_FLOOR = 1e-5
 
 MEMBER_COLOR = "#c2410c"
