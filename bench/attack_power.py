@@ -17,7 +17,7 @@ What it does, in order:
    logit_margin, LiRA online and offline, RMIA offline and online, shadow, each with `--k`
    reference (shadow) models and `--queries` queries (online attacks need an even --k, offline
    ones a population of at least the members' number, shadow twice that; others are skipped);
-4. runs `mia_audit.audit.run_audit` on it (the same call `mia-audit run` makes), which trains
+4. runs `mia_audit.pipeline.run.run_audit` on it (the same call `mia-audit run` makes), which trains
    the reference models once and shares them across attacks;
 5. prints one table: AUC and TPR at 5 %, 1 % and 0.1 % FPR per attack (a `*` marks a TPR the
    sample size does not support: fewer than ~10 non-members below that FPR), the target's

@@ -165,7 +165,7 @@ def run(
 ) -> None:
     """Run the audit the policy describes; exit 0 (pass), 1 (fail), 2 (invalid), 3 (error)."""
     with _guard(verbose) as done:
-        from mia_audit.pipeline.run import run_audit
+        from mia_audit.api import run_loaded
         from mia_audit.policy.floor import check_floor, parse_floor
         from mia_audit.reports import render_reports, write_reports
         from mia_audit.reports.terminal import summary_text, verdict_line
@@ -177,7 +177,7 @@ def run(
         _check_writable(out_dir)
         from mia_audit.cli.console import ConsoleProgress
 
-        result = run_audit(loaded, ConsoleProgress(quiet=quiet))
+        result = run_loaded(loaded, ConsoleProgress(quiet=quiet)).result
         if floor:
             note = f"gate floor from the command line: {floor.describe()}; the policy's gate is "
             result.notes.append(note + "at least as strict")
@@ -365,9 +365,9 @@ def demo(
 ) -> None:
     """Train an overfit ResNet18 on scikit-learn's digits and audit it (exit 0 when done)."""
     with _guard(verbose):
+        from mia_audit.api import run_loaded
         from mia_audit.cli.console import ConsoleProgress
         from mia_audit.demo import DemoOptions, prepare_demo
-        from mia_audit.pipeline.run import run_audit
         from mia_audit.policy.loading import load_policy
         from mia_audit.reports import render_reports, write_reports
         from mia_audit.reports.terminal import summary_text
@@ -379,7 +379,7 @@ def demo(
         if not trained:
             progress.note(f"reusing the trained demo target in {directory}")
         loaded = load_policy(policy_path)
-        result = run_audit(loaded, progress)
+        result = run_loaded(loaded, progress).result
         written = write_reports(
             render_reports(result, loaded.policy.outputs.formats), loaded.policy.outputs.dir
         )

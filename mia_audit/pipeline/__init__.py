@@ -1,4 +1,4 @@
-"""The run's sequence: the only code that reads a whole policy. `run.run_audit` goes from the
+"""The run's sequence: the only code that reads a whole policy. `run.audit` goes from the
 policy and its inputs to a `Result` (ARCHITECTURE.md, "The data path").
 """
 

@@ -34,14 +34,15 @@ from mia_audit.result import (
 )
 
 
-def _run_attacks(
+def run_attacks(
     attacks: Sequence[Attack[Any]],
     context: AttackContext,
     audit_set: AuditSet,
     policy: Policy,
     progress: Progress,
     timer: Timer,
-) -> list[AttackResult]:
+) -> tuple[list[AttackResult], dict[str, np.ndarray]]:
+    """Every attack's result, and its per-sample scores by attack id."""
     settings = EvaluationSettings(
         fprs=evaluation.report_fprs(gate_fprs(policy.gate)),
         statistics=policy.statistics,
@@ -70,7 +71,7 @@ def _run_attacks(
     preconditions.check_swapped_view(
         policy.gate, audit_set.is_member, audit_set.labels, scores_by_attack
     )
-    return results
+    return results, scores_by_attack
 
 
 def _samples(context: AttackContext, audit_set: AuditSet) -> AuditSamples:

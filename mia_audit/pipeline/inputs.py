@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mia_audit.data.audit import AuditSet, SamplingOptions, build_audit_set, split_by_membership
 from mia_audit.data.formats import load_image_set
@@ -22,9 +21,6 @@ from mia_audit.result import (
     DataSource,
 )
 from mia_audit.store.hashing import path_sha256
-
-if TYPE_CHECKING:
-    from mia_audit.policy.schema import Policy
 
 
 def population_requirement(policy: Policy) -> Callable[[int], int]:
@@ -72,12 +68,25 @@ class AuditData:
         return max(found, default=(self.audit_set.num_classes_seen - 1, "data"))
 
 
-def load_audit_data(policy: Policy, population_needed: int | Callable[[int], int] = 0) -> AuditData:
-    """Load the policy's data files and build the audit set.
+@dataclass(frozen=True)
+class LoadedSets:
+    """The image sets of an audit, as loaded (before sampling), with their provenance.
 
-    `population_needed` is the population the reference-model attacks need, or a function of
-    the number of members available (after data.max_per_side), their default train_size.
+    `parts` maps the source field (`members`, `non_members`, `audit`, `population`) to the set
+    it held; `sources` to its path and hash. `single_file`: members and non-members came from
+    one file with a membership field (their overlap then cannot be a same-file mistake).
     """
+
+    members: ImageSet
+    non_members: ImageSet
+    population: ImageSet | None
+    sources: dict[str, DataSource]
+    parts: dict[str, ImageSet]
+    single_file: bool = False
+
+
+def load_data_files(policy: Policy) -> LoadedSets:
+    """Read the data files the policy names (errors name the field and the file)."""
     spec = policy.data
     sources: dict[str, DataSource] = {}
     parts: dict[str, ImageSet] = {}
@@ -96,7 +105,25 @@ def load_audit_data(policy: Policy, population_needed: int | Callable[[int], int
         assert spec.members is not None and spec.non_members is not None
         members, non_members = load(spec.members, "members"), load(spec.non_members, "non_members")
     population = load(spec.population, "population") if spec.population else None
-    overlap_notes = _check_disjoint(policy, members, non_members, population, sources)
+    return LoadedSets(members, non_members, population, sources, parts, spec.audit is not None)
+
+
+def load_audit_data(policy: Policy, population_needed: int | Callable[[int], int] = 0) -> AuditData:
+    """Load the policy's data files and build the audit set (`build_audit_data`)."""
+    return build_audit_data(policy, load_data_files(policy), population_needed)
+
+
+def build_audit_data(
+    policy: Policy, loaded: LoadedSets, population_needed: int | Callable[[int], int] = 0
+) -> AuditData:
+    """Check the sets are disjoint, sample and balance the audit set, split off a population.
+
+    `population_needed` is the population the reference-model attacks need, or a function of
+    the number of members available (after data.max_per_side), their default train_size.
+    """
+    spec = policy.data
+    members, non_members, population = loaded.members, loaded.non_members, loaded.population
+    overlap_notes = _check_disjoint(policy, loaded)
     members_available = min(len(members), spec.max_per_side or len(members))
     if callable(population_needed):
         population_needed = population_needed(members_available)
@@ -108,29 +135,26 @@ def load_audit_data(policy: Policy, population_needed: int | Callable[[int], int
     )
     audit_set = build_audit_set(members, non_members, population, options)
     audit_set = replace(audit_set, notes=(*overlap_notes, *audit_set.notes))
-    data = AuditData(audit_set, sources, parts, members_available)
+    data = AuditData(audit_set, loaded.sources, loaded.parts, members_available)
     if spec.class_names is not None:
         data = _with_class_names(data, spec.class_names)
     return data
 
 
-def _check_disjoint(
-    policy: Policy,
-    members: ImageSet,
-    non_members: ImageSet,
-    population: ImageSet | None,
-    sources: dict[str, DataSource],
-) -> list[str]:
+def _check_disjoint(policy: Policy, loaded: LoadedSets) -> list[str]:
     """The sides (and the population) must be different data; see preconditions."""
-    if policy.data.audit is not None:
-        sets = {"data.audit (members)": members, "data.audit (non-members)": non_members}
+    if loaded.single_file:
+        sets = {
+            "data.audit (members)": loaded.members,
+            "data.audit (non-members)": loaded.non_members,
+        }
         digests = {}
     else:
-        sets = {"data.members": members, "data.non_members": non_members}
-        digests = {f"data.{k}": v.sha256 for k, v in sources.items()}
-    if population is not None:
-        sets["data.population"] = population
-        digests["data.population"] = sources["population"].sha256
+        sets = {"data.members": loaded.members, "data.non_members": loaded.non_members}
+        digests = {f"data.{k}": v.sha256 for k, v in loaded.sources.items()}
+    if loaded.population is not None:
+        sets["data.population"] = loaded.population
+        digests["data.population"] = loaded.sources["population"].sha256
     return preconditions.check_disjoint(sets, digests, policy.preconditions.max_shared_fraction)
 
 

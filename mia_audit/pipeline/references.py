@@ -5,6 +5,7 @@ executor it chose, and the provider that trains or loads them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from mia_audit.attacks.reference_sets import ReferenceRequest
 from mia_audit.models.inference import (
@@ -12,7 +13,7 @@ from mia_audit.models.inference import (
 )
 from mia_audit.models.loading import LoadedModel
 from mia_audit.pipeline.inputs import AuditData
-from mia_audit.policy.loading import LoadedPolicy
+from mia_audit.policy.schema import Policy
 from mia_audit.progress import Notify, Progress
 from mia_audit.references.executors import create_executor
 from mia_audit.references.executors.base import Architecture
@@ -20,7 +21,8 @@ from mia_audit.references.provider import ReferenceModels, ReferenceSetup, Targe
 
 
 def prepare_references(
-    loaded: LoadedPolicy,
+    policy: Policy,
+    search_path: Path | None,
     data: AuditData,
     model: LoadedModel,
     num_classes: int,
@@ -31,14 +33,13 @@ def prepare_references(
     notify: Notify | None = None,
 ) -> ReferenceModels:
     """Train (or load) every reference model the attacks asked for, once, with their logits."""
-    policy = loaded.policy
     recipe = policy.reference_training.resolve(policy.model, data.members_available)
     assert recipe.architecture is not None  # the policy validator guarantees one
     audit_set = data.audit_set
     setup = ReferenceSetup(
         recipe=recipe,
         architecture=Architecture(
-            recipe.architecture, num_classes, bool(recipe.cifar_stem), loaded.path.parent
+            recipe.architecture, num_classes, bool(recipe.cifar_stem), search_path
         ),
         audit_images=audit_set.images,
         audit_labels=audit_set.labels,

@@ -1,13 +1,17 @@
 """The audit pipeline: policy -> inputs -> logits -> attacks -> metrics -> gate -> result.
 
-This module owns no terminal and writes no report; it reads the files the policy names and the
-cache, and returns a `Result`. The CLI decides what to print and where to write.
+This module owns no terminal and writes no report. `AuditInputs` says where the target and the
+data come from: the files a policy names (`inputs_from_policy`, what the CLI runs) or Python
+objects (`mia_audit.api`); `audit` runs the same sequence on either and returns the `Result`
+with every attack's per-sample scores. The callers decide what to print and where to write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 
@@ -34,13 +38,15 @@ from mia_audit.models.device import resolve_device
 from mia_audit.models.inference import (
     output_notes,
 )
-from mia_audit.models.loading import load_target
+from mia_audit.models.loading import LoadedModel, load_target
 from mia_audit.pipeline import preconditions
-from mia_audit.pipeline.attacks import _run_attacks
+from mia_audit.pipeline.attacks import run_attacks
 from mia_audit.pipeline.inputs import (
     AuditData,
+    LoadedSets,
+    build_audit_data,
     check_population,
-    load_audit_data,
+    load_data_files,
     population_requirement,
 )
 from mia_audit.pipeline.references import prepare_references
@@ -67,18 +73,69 @@ from mia_audit.result import (
 )
 
 
+@dataclass(frozen=True)
+class AuditInputs:
+    """What an audit runs on: the policy, where it came from, and how to load the target and
+    the data sets (called inside the run, so their errors and time count as the run's).
+
+    `load_model(device)` gives the target; `load_sets()` the image sets as loaded.
+    `search_path` is where `module:function` factories are looked up.
+    """
+
+    policy: Policy
+    origin: PolicyInfo
+    search_path: Path | None
+    load_model: Callable[[str], LoadedModel]
+    load_sets: Callable[[], LoadedSets]
+
+
+@dataclass(frozen=True)
+class AuditOutcome:
+    """The result, and what result.json does not hold: every attack's per-sample scores (by
+    attack id) over the audit samples (`audit_set`: images, labels, membership, ids)."""
+
+    result: Result
+    scores: dict[str, np.ndarray]
+    audit_set: AuditSet
+
+
+def inputs_from_policy(loaded: LoadedPolicy) -> AuditInputs:
+    """The inputs a policy file names."""
+    policy = loaded.policy
+    search_path = loaded.path.parent
+    return AuditInputs(
+        policy=policy,
+        origin=PolicyInfo(
+            name=policy.name, path=str(loaded.path), sha256=loaded.sha256, document=loaded.document
+        ),
+        search_path=search_path,
+        load_model=lambda device: load_target(policy.model, device, search_path=search_path),
+        load_sets=lambda: load_data_files(policy),
+    )
+
+
 def run_audit(
     loaded: LoadedPolicy,
     progress: Progress | None = None,
     *,
     clock: Callable[[], date] = utc_today,
 ) -> Result:
+    """Run the audit a policy file describes (see `audit`)."""
+    return audit(inputs_from_policy(loaded), progress, clock=clock).result
+
+
+def audit(
+    inputs: AuditInputs,
+    progress: Progress | None = None,
+    *,
+    clock: Callable[[], date] = utc_today,
+) -> AuditOutcome:
     """Run every attack of the policy and evaluate its gate.
 
     `clock` gives the date suppressions expire against (injectable, so tests can pin it).
     """
     progress = progress or SilentProgress()
-    policy = loaded.policy
+    policy = inputs.policy
     timer = Timer()
     trust = TrustNotes(progress)
     attacks = [create_attack(config) for config in policy.attacks]
@@ -87,10 +144,10 @@ def run_audit(
     preconditions.check_waivers(policy.gate.suppressions, today)
     with timer.phase("load"):
         device = resolve_device(policy.runtime.device)
-        data = load_audit_data(policy, population_needed=population_requirement(policy))
+        data = build_audit_data(policy, inputs.load_sets(), population_requirement(policy))
         if policy.data.population is not None:
             check_population(policy, data.members_available, data.audit_set.population)
-        model = load_target(policy.model, device, search_path=loaded.path.parent)
+        model = inputs.load_model(device)
     check_gate_support(
         policy.gate, data.audit_set.n_non_members, policy.statistics.min_false_positives
     )
@@ -120,7 +177,8 @@ def run_audit(
     if reference_attacks:
         with timer.phase("reference models"):
             references = prepare_references(
-                loaded,
+                policy,
+                inputs.search_path,
                 data,
                 model,
                 num_classes,
@@ -145,19 +203,17 @@ def run_audit(
         random_state=policy.runtime.seed,
         references=references,
     )
-    results = _run_attacks(attacks, context, data.audit_set, policy, progress, timer)
+    results, scores = run_attacks(attacks, context, data.audit_set, policy, progress, timer)
     gate_conditions = evaluate_gate(
         policy.gate, _gate_metrics(results), baseline=baseline, today=today
     )
     passed = gate_passed(gate_conditions)
-    return Result(
+    result = Result(
         tool=ToolInfo(version=__version__),
         passed=passed,
         exit_code=EXIT_PASS if passed else EXIT_GATE_FAILED,
         seed=policy.runtime.seed,
-        policy=PolicyInfo(
-            name=policy.name, path=str(loaded.path), sha256=loaded.sha256, document=loaded.document
-        ),
+        policy=inputs.origin,
         target=_target_info(policy, model, target, data.audit_set, num_classes),
         data=_data_info(data, policy),
         attacks=results,
@@ -168,7 +224,7 @@ def run_audit(
                 "model.architecture": policy.model.architecture,
                 "reference_training.architecture": policy.reference_training.architecture,
             },
-            loaded.path.parent,
+            inputs.search_path,
         ),
         environment=describe_environment(
             model.classifier.device, model.classifier.engine, model.precision
@@ -177,15 +233,7 @@ def run_audit(
         notes=[*notes, *trust.notes],
         references=references_fit,
     )
-
-
-# --- inputs -----------------------------------------------------------------------------------
-
-
-# --- reference models -------------------------------------------------------------------------
-
-
-# --- attacks and metrics ----------------------------------------------------------------------
+    return AuditOutcome(result, scores, data.audit_set)
 
 
 def _checked_sizes(policy: Policy, audit_set: AuditSet) -> list[str]:
