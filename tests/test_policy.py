@@ -136,3 +136,10 @@ def test_help_does_not_import_torch() -> None:
     )
     assert "Usage" in completed.stdout
     assert completed.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_default_folders_resolve_against_the_policy_folder_too() -> None:
+    """Not against the working directory: a policy in a subfolder caches beside itself."""
+    policy = parse()
+    assert policy.runtime.cache_dir == Path("/base/.mia-cache")  # type: ignore[attr-defined]
+    assert policy.outputs.dir == Path("/base/mia-report")  # type: ignore[attr-defined]

@@ -339,19 +339,21 @@ def _condition_count(policy: Any) -> int:
 @app.command()
 def schema(
     kind: Annotated[SchemaKind, typer.Argument(help="policy or result.")] = SchemaKind.policy,
+    verbose: Verbose = False,
 ) -> None:
     """Print the JSON Schema of the policy file (or of result.json)."""
     import json
 
-    if kind is SchemaKind.policy:
-        from mia_audit.policy.loading import policy_json_schema
+    with _guard(verbose):
+        if kind is SchemaKind.policy:
+            from mia_audit.policy.loading import policy_json_schema
 
-        document = policy_json_schema()
-    else:
-        from mia_audit.result import result_json_schema
+            document = policy_json_schema()
+        else:
+            from mia_audit.result import result_json_schema
 
-        document = result_json_schema()
-    typer.echo(json.dumps(document, indent=2, sort_keys=True))
+            document = result_json_schema()
+        typer.echo(json.dumps(document, indent=2, sort_keys=True))
 
 
 @app.command()

@@ -80,7 +80,11 @@ class RuntimeSpec(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0)
     batch_size: int = Field(512, ge=1)
-    cache_dir: PolicyPath = Field(Path(".mia-cache"), description="Logits and model cache.")
+    cache_dir: PolicyPath = Field(
+        Path(".mia-cache"),
+        validate_default=True,  # the default resolves against the policy's folder too
+        description="Logits and model cache (relative to the policy's folder).",
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
         description="GPU inference precision; `auto` uses bf16 when logits match fp32 closely.",

@@ -26,7 +26,11 @@ OutputFormat = Annotated[str, AfterValidator(_available_format)]
 
 
 class OutputSpec(StrictModel):
-    dir: PolicyPath = Field(Path("mia-report"), description="Output folder.")
+    dir: PolicyPath = Field(
+        Path("mia-report"),
+        validate_default=True,  # the default resolves against the policy's folder too
+        description="Output folder (relative to the policy's folder).",
+    )
     formats: tuple[OutputFormat, ...] = Field(
         ("json", "html", "markdown"),
         min_length=1,
