@@ -73,6 +73,15 @@ class Policy(StrictModel):
         description="The recipe for reference and shadow models (lira, rmia, shadow).",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sections_with_folders(cls, data: Any) -> Any:
+        """Validate omitted `runtime` and `outputs` too, so that their default folders resolve
+        against the policy's folder like every written path (not the working directory)."""
+        if isinstance(data, dict):
+            return {"runtime": {}, "outputs": {}, **data}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
         self._check_reference_architecture()
