@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-from mia_audit import __version__
+from mia_audit._version import __version__
 from mia_audit.result import Environment
 
 _PACKAGES = ("torch", "torchvision", "onnxruntime", "onnxruntime-gpu", "numpy", "scikit-learn")

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from mia_audit.errors import PolicyError
-from mia_audit.pipeline.settings import Preconditions
 from mia_audit.policy.floor import GateFloor, TprFloor, check_floor, parse_floor
 from mia_audit.policy.loading import parse_policy
+from mia_audit.policy.run import Preconditions
 from mia_audit.policy.schema import Policy
 
 

@@ -34,7 +34,7 @@ from mia_audit.pipeline.preconditions import (
     check_waivers,
     count_shared,
 )
-from mia_audit.pipeline.settings import Preconditions
+from mia_audit.policy.run import Preconditions
 
 STRICT = Preconditions()
 SMALL_OK = Preconditions(allow_small_audit=True)

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mia_audit import __version__
+from mia_audit._version import __version__
 from mia_audit.errors import EXIT_INCOMPLETE, EXIT_PASS, MiaAuditError
 from mia_audit.reports.text import printable
 

@@ -40,7 +40,7 @@ from mia_audit.gate.spec import (
     TprIncreaseLimit,
     TprLimit,
 )
-from mia_audit.pipeline.settings import Preconditions
+from mia_audit.policy.run import Preconditions
 
 #: Significance level of the swap and weak-target tests. Small, because a false alarm stops an
 #: honest audit; the effects these tests look for are large.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mia_audit import __version__
+from mia_audit._version import __version__
 from mia_audit.attacks.base import AttackContext, check_attack_data
 from mia_audit.attacks.reference_base import ReferenceAttack
 from mia_audit.attacks.registry import create_attack

@@ -13,9 +13,9 @@ from pydantic import (
 )
 
 from mia_audit.errors import PolicyError
-from mia_audit.pipeline.settings import RuntimeSpec
 from mia_audit.policy._yaml import Location, load_yaml
 from mia_audit.policy.messages import describe_validation_error
+from mia_audit.policy.run import RuntimeSpec
 from mia_audit.policy.schema import Policy
 from mia_audit.reports.settings import OutputSpec
 

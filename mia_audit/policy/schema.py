@@ -22,7 +22,7 @@ from mia_audit.data.settings import DataSpec
 from mia_audit.evaluation.settings import StatisticsSpec
 from mia_audit.gate.spec import GateSpec
 from mia_audit.models.settings import ModelSpec, PreprocessingEntry
-from mia_audit.pipeline.settings import Preconditions, RuntimeSpec
+from mia_audit.policy.run import Preconditions, RuntimeSpec
 from mia_audit.references.settings import ReferenceTraining
 from mia_audit.reports.settings import OutputSpec
 from mia_audit.settings import StrictModel

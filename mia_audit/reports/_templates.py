@@ -13,15 +13,13 @@ from pathlib import Path
 
 import jinja2
 
-import mia_audit
-
 #: A template that must be present for a folder to count as ours (not some other `templates/`).
 MARKER = "report.html.j2"
 
 
 def template_dirs(package_dir: Path | None = None) -> list[Path]:
     """Where to look, in order: inside the installed package, then the source checkout."""
-    package = package_dir or Path(mia_audit.__file__).resolve().parent
+    package = package_dir or Path(__file__).resolve().parents[1]  # the mia_audit folder
     return [package / "templates", package.parent / "templates"]
 
 

@@ -1,5 +1,5 @@
-"""The policy's `runtime:` and `preconditions:` sections: how the run goes, and which checks
-before the verdict a smoke test may relax."""
+"""The policy's `runtime:` and `preconditions:` sections, which only the run reads: how it goes,
+and which checks before the verdict a smoke test may relax."""
 
 from __future__ import annotations
 
