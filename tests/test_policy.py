@@ -143,3 +143,16 @@ def test_default_folders_resolve_against_the_policy_folder_too() -> None:
     policy = parse()
     assert policy.runtime.cache_dir == Path("/base/.mia-cache")  # type: ignore[attr-defined]
     assert policy.outputs.dir == Path("/base/mia-report")  # type: ignore[attr-defined]
+
+
+def test_readme_tables_name_every_registered_attack_format_and_executor() -> None:
+    """A new attack, format or executor is one module and one registration line; its row in
+    the README is the one other thing to add, and this test asks for it."""
+    from mia_audit.attacks.registry import attack_names
+    from mia_audit.references.executors import executor_kinds
+    from mia_audit.reports import format_names
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip() for line in readme.splitlines() if line.startswith("| `")}
+    for name in [*attack_names(), *format_names(), *executor_kinds()]:
+        assert any(row.startswith(f"`{name}`") for row in rows), f"README has no row for {name}"
