@@ -293,7 +293,7 @@ class Result(ResultModel):
         ),
     )
     timings: dict[str, float] = Field(description="Seconds per phase.")
-    notes: list[str] = []
+    notes: list[str] = Field([], description="What the run noted beside the data (data.notes).")
     references: ReferenceFit | None = Field(
         None, description="Reference models' fit beside the target's (reference attacks only)."
     )

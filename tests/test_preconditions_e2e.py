@@ -193,7 +193,9 @@ def test_a_swapped_audit_never_passes_where_the_honest_one_fails(runs: dict[str,
 def test_one_shared_image_is_within_the_tolerance_and_noted(runs: dict[str, Any]) -> None:
     code, stderr, result = runs["shared_one"]
     assert code == 1, stderr
-    assert any("1 of its 200 images also appear in data.members" in n for n in result["notes"])
+    noted = result["data"]["notes"]
+    assert any("1 of its 200 images also appear in data.members" in n for n in noted)
+    assert not any("images also appear" in n for n in result["notes"])  # said once
 
 
 def test_relaxed_checks_run_and_say_so(runs: dict[str, Any]) -> None:

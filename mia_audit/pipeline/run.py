@@ -152,7 +152,9 @@ def audit(
         policy.gate, data.audit_set.n_non_members, policy.statistics.min_false_positives
     )
     check_attack_data(attacks, data.audit_set.n_members, data.audit_set.n_non_members)
-    notes = [*data.audit_set.notes, *_checked_sizes(policy, data.audit_set)]
+    for note in data.audit_set.notes:  # result.json keeps these under data.notes
+        progress.note(note)
+    notes = _checked_sizes(policy, data.audit_set)
     for note in notes:
         progress.note(note)
     preprocess = preprocessor(policy)
