@@ -29,7 +29,7 @@ from mia_audit.models.inference import LogitsRequest
 from mia_audit.pipeline.inputs import load_audit_data
 from mia_audit.pipeline.target import preprocessor
 from mia_audit.policy.loading import load_policy
-from mia_audit.store.cache import ContentStore, logits_store, record_path
+from mia_audit.store.cache import ContentStore, entry_key, logits_store, record_path
 from mia_audit.store.hashing import arrays_sha256, file_sha256
 from tests.conftest import DigitsTarget, RunCli
 
@@ -77,7 +77,7 @@ class Audited:
             preprocess=preprocessor(loaded.policy),
             engine="torch:cpu:fp32",
         )
-        return self.cache().key("logits", request.key_parts(view))
+        return entry_key("logits", request.key_parts(view))
 
     def labels_and_membership(self) -> tuple[np.ndarray, np.ndarray]:
         audit_set = load_audit_data(load_policy(self.policy).policy).audit_set
@@ -158,7 +158,7 @@ def test_logits_shuffled_within_each_class_are_refused_and_the_fail_stands(
     )
     match = re.match(expected, note)
     assert match and int(match[1]) > 64, note  # rows a permutation left in place agree
-    assert note.endswith(f"not used, recomputed ({cache.path('logits', key)})")
+    assert note.endswith(f"not used, recomputed ({cache.path(key)})")
     assert result["notes"] == [note.removeprefix("note: ")]
     assert_same_audit(result, audited.result)
     np.testing.assert_array_equal(cache.get(key), honest_logits)  # overwritten
