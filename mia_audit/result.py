@@ -50,6 +50,17 @@ class TargetInfo(ResultModel):
     engine: str
     precision: str
     accuracy: Accuracy
+    outputs: str = Field(
+        "logits",
+        description="What the attacks read: logits, probabilities (as log-probabilities) or "
+        "labels (README, Model outputs).",
+    )
+    outputs_detected: str | None = Field(
+        None, description="What the probe batch showed (model.outputs: auto audits as that)."
+    )
+    attacks_allowed: list[str] = Field(
+        default_factory=list, description="The registered attacks this output kind can feed."
+    )
 
 
 class ReferenceModelFit(ResultModel):

@@ -32,7 +32,7 @@ ATTACKS = [
     {"name": "logit_margin", "id": "margin_mirror", "queries": 2},
     "class_threshold",
 ]
-PROBABILITY_NOTE = "model outputs look like probabilities"
+PROBABILITY_NOTE = "model outputs: detected probabilities"
 
 
 def digits_model(folder: Path) -> torch.nn.Module:

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 
 from mia_audit.attacks.config import AttackConfig
+from mia_audit.attacks.outputs import SCORE_KINDS, LabelOracle, OutputKind
 from mia_audit.attacks.queries import View
 from mia_audit.attacks.reference_sets import ReferenceProvider
 from mia_audit.errors import InputError
@@ -42,7 +43,10 @@ class AttackContext:
     `is_member` is the auditor's knowledge (README, "What it measures"). Attacks that learn from
     it (learned, class_threshold) must only score each sample with a model fitted on other
     samples. `references` gives the reference models the audit prepared (None when no attack
-    asked for any).
+    asked for any). `output_kind` is what the target returns; `target` holds its outputs as
+    logits (log-probabilities for a probabilities model, one-hot rows of the predicted class for
+    a labels model: `mia_audit.attacks.outputs`). `oracle` answers label queries on new images
+    (None unless an attack says `needs_oracle`).
     """
 
     target: ViewLogits
@@ -50,6 +54,8 @@ class AttackContext:
     is_member: np.ndarray
     random_state: int
     references: ReferenceProvider | None = None
+    output_kind: OutputKind = "logits"
+    oracle: LabelOracle | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,11 @@ class Attack(ABC, Generic[ConfigT]):
     config_type: ClassVar[type[AttackConfig]]
     #: Short description shown in reports.
     summary: ClassVar[str] = ""
+    #: The target output kinds the attack can use (`mia_audit.attacks.outputs`); the audit
+    #: refuses (exit 2) an attack whose target returns another kind, it never skips one.
+    output_kinds: ClassVar[frozenset[OutputKind]] = SCORE_KINDS
+    #: True for attacks that query the target with new images (`AttackContext.oracle`).
+    needs_oracle: ClassVar[bool] = False
 
     def __init__(self, config: ConfigT) -> None:
         self.config = config
@@ -100,3 +111,20 @@ def check_attack_data(attacks: Sequence[Attack[Any]], n_members: int, n_non_memb
                 f"the audit set has {n_members} and {n_non_members}; add data, lower the "
                 "attack's `folds`, or remove it"
             )
+
+
+def check_attack_outputs(attacks: Sequence[Attack[Any]], kind: OutputKind, source: str) -> None:
+    """Refuse (exit 2, before any inference) an attack the target's outputs cannot feed.
+
+    Never skip it instead: a labels-only target audited with its logit attacks silently dropped
+    would pass on whatever label-only attacks were left. `source` says how the kind was found.
+    """
+    for index, attack in enumerate(attacks):
+        if kind in attack.output_kinds:
+            continue
+        usable = " or ".join(sorted(attack.output_kinds))
+        raise InputError(
+            f"attacks[{index}]: {attack.config.label!r} reads {usable} but the target returns "
+            f"{kind} ({source}); remove it, use a label-only attack (gap, augmentation, "
+            "boundary_distance), or audit a model that returns logits"
+        )

@@ -7,6 +7,7 @@ an attack stays cheap.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,3 +53,23 @@ def make_classifier(
         early_stopping=settings.boosting_early_stopping,
         random_state=random_state,
     )
+
+
+#: Classifiers that hold out a stratified 10 % of their training set for early stopping.
+_EARLY_STOPPING = frozenset({"gradient_boosting", "mlp"})
+_EARLY_STOPPING_PER_SIDE = 6
+
+
+def crossfit_samples_needed(kind: ClassifierKind, folds: int) -> int:
+    """Members, and non-members, that a classifier cross-fitted over `folds` needs.
+
+    The smallest training set keeps n - ceil(n / folds) of each side. Gradient boosting and the
+    MLP hold out a stratified 10 % of it for early stopping, which needs two samples (one per
+    class): at least 11 to train on, so 6 of each side.
+    """
+    if kind not in _EARLY_STOPPING:
+        return folds
+    needed = folds
+    while needed - math.ceil(needed / folds) < _EARLY_STOPPING_PER_SIDE:
+        needed += 1
+    return needed

@@ -8,7 +8,6 @@ folds, so the attack never grades its own training data.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import numpy as np
@@ -16,7 +15,11 @@ from pydantic import Field
 
 from mia_audit.attacks import signals
 from mia_audit.attacks.base import Attack, AttackContext, AttackOutput
-from mia_audit.attacks.classifiers import ClassifierKind, make_classifier
+from mia_audit.attacks.classifiers import (
+    ClassifierKind,
+    crossfit_samples_needed,
+    make_classifier,
+)
 from mia_audit.attacks.config import AttackConfig
 from mia_audit.attacks.crossfit import stratified_folds
 from mia_audit.attacks.registry import register
@@ -50,9 +53,15 @@ class LearnedConfig(AttackConfig):
 
 
 def logit_features(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Feature matrix (n, len(FEATURE_NAMES)) from logits (n, C)."""
-    z = np.asarray(logits, dtype=np.float64)
-    log_p = signals.log_softmax(z)
+    """Feature matrix (n, len(FEATURE_NAMES)) from logits (n, C).
+
+    The logit statistics are taken of the row-normalised logits (the log-softmax): a model's
+    logits are defined up to a per-row constant, which carries no information about the
+    prediction, and normalised they are the same for the logits export of a model and its
+    softmax export (read as log-probabilities), so both get the same attack.
+    """
+    z = signals.log_softmax(logits)
+    log_p = z
     p = np.exp(log_p)
     sorted_p = -np.sort(-p, axis=-1)
     sorted_z = -np.sort(-z, axis=-1)
@@ -79,11 +88,6 @@ def logit_features(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.column_stack([*columns, top_p])
 
 
-#: Classifiers that hold out a stratified 10 % of their training set for early stopping.
-_EARLY_STOPPING = frozenset({"gradient_boosting", "mlp"})
-_EARLY_STOPPING_PER_SIDE = 6
-
-
 @register
 class LearnedAttack(Attack[LearnedConfig]):
     name = "learned"
@@ -102,19 +106,8 @@ class LearnedAttack(Attack[LearnedConfig]):
         return AttackOutput(scores=scores, parameters=self.parameters())
 
     def samples_needed(self) -> int:
-        """Per side, so that every fold's training set suits the classifier.
-
-        The smallest training set keeps n - ceil(n / folds) of each side. Gradient boosting
-        and the MLP hold out a stratified 10 % of it for early stopping, which needs two
-        samples (one per class): at least 11 to train on, so 6 of each side.
-        """
-        config = self.config
-        if config.model not in _EARLY_STOPPING:
-            return config.folds
-        needed = config.folds
-        while needed - math.ceil(needed / config.folds) < _EARLY_STOPPING_PER_SIDE:
-            needed += 1
-        return needed
+        """Per side, so that every fold's training set suits the classifier."""
+        return crossfit_samples_needed(self.config.model, self.config.folds)
 
     def features(self, context: AttackContext) -> np.ndarray:
         config = self.config

@@ -27,6 +27,9 @@ BUILTIN_MODULES = (
     "mia_audit.attacks.lira",
     "mia_audit.attacks.rmia",
     "mia_audit.attacks.shadow",
+    "mia_audit.attacks.gap",
+    "mia_audit.attacks.augmentation",
+    "mia_audit.attacks.boundary_distance",
 )
 
 ATTACKS: Registry[AttackClass] = Registry(

@@ -173,10 +173,10 @@ def run_batch(classifier: Classifier, batch: np.ndarray) -> np.ndarray:
 def _checked(logits: np.ndarray, rows: int) -> np.ndarray:
     """The model's outputs for `rows` images, refused unless they are (rows, classes) and finite:
     outputs of the wrong length would pair logits with the wrong images' labels."""
-    if logits.ndim != 2 or len(logits) != rows:
+    if logits.ndim not in (1, 2) or len(logits) != rows:
         raise ModelError(
             f"the model returned outputs of shape {logits.shape} for {rows} images; expected "
-            f"({rows}, classes) logits"
+            f"({rows}, classes) logits or probabilities, or ({rows},) class labels"
         )
     if not np.isfinite(logits).all():
         raise ModelError(
@@ -184,29 +184,6 @@ def _checked(logits: np.ndarray, rows: int) -> np.ndarray:
             "preprocessing (mean/std) it expects"
         )
     return np.asarray(logits, dtype=np.float32)
-
-
-#: How far a row of outputs may sum from 1 and still read as probabilities (float32 softmax).
-_PROBABILITY_TOLERANCE = 1e-3
-
-
-def output_notes(logits: np.ndarray) -> list[str]:
-    """Notes on what the model's outputs look like, from every audited sample's outputs.
-
-    The attacks read logits. A model exported with its softmax outputs probabilities instead:
-    every row non-negative and summing to 1. Their softmax is then nearly flat, which can weaken
-    the attacks, so the report says so.
-    """
-    outputs = np.asarray(logits, dtype=np.float64)
-    if outputs.size == 0 or (outputs < 0).any():
-        return []
-    if not np.allclose(outputs.sum(axis=-1), 1.0, rtol=0.0, atol=_PROBABILITY_TOLERANCE):
-        return []
-    return [
-        "model outputs look like probabilities (every row is non-negative and sums to 1), "
-        "not logits: the attacks read them as logits, which can weaken them; export the model "
-        "without its final softmax"
-    ]
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,15 @@ class ModelSpec(StrictModel):
         ),
     )
     num_classes: int | None = Field(None, ge=2, description="Number of classes (model outputs).")
+    outputs: Literal["auto", "logits", "probabilities", "labels"] = Field(
+        "auto",
+        description=(
+            "What the model returns: logits, probabilities (a softmax head) or labels (class "
+            "indices or one-hot: an argmax head, or an API that shows only the label). `auto` "
+            "decides from the probe batch; `labels` on a model that returns more audits what "
+            "an attacker who sees only the predicted class learns."
+        ),
+    )
     cifar_stem: bool = Field(
         False, description="ResNet with a 3x3 stride-1 first conv, no max-pool."
     )

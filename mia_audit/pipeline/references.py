@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from mia_audit.attacks.outputs import OutputKind
 from mia_audit.attacks.reference_sets import ReferenceRequest
 from mia_audit.models.inference import (
     Preprocessor,
 )
 from mia_audit.models.loading import LoadedModel
+from mia_audit.models.outputs import AttackInputClassifier
 from mia_audit.pipeline.inputs import AuditData
 from mia_audit.policy.schema import Policy
 from mia_audit.progress import Notify, Progress
@@ -31,6 +33,7 @@ def prepare_references(
     device: str,
     progress: Progress,
     notify: Notify | None = None,
+    output_kind: OutputKind = "logits",
 ) -> ReferenceModels:
     """Train (or load) every reference model the attacks asked for, once, with their logits."""
     recipe = policy.reference_training.resolve(policy.model, data.members_available)
@@ -48,7 +51,11 @@ def prepare_references(
         device=device,
         batch_size=policy.runtime.batch_size,
         seed=policy.runtime.seed,
-        target=TargetModel(model.classifier, model.sha256, model.engine_key),
+        # The target's population outputs as the attacks read them (log-probabilities for a
+        # probabilities model), like its outputs on the audit set.
+        target=TargetModel(
+            AttackInputClassifier(model.classifier, output_kind), model.sha256, model.engine_key
+        ),
     )
     executor = create_executor(policy.runtime.executor, device=device, notify=progress.note)
     references = ReferenceModels(

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mia_audit._version import __version__
-from mia_audit.attacks.base import AttackContext, check_attack_data
+from mia_audit.attacks.base import AttackContext, check_attack_data, check_attack_outputs
 from mia_audit.attacks.reference_base import ReferenceAttack
 from mia_audit.attacks.registry import create_attack
 from mia_audit.data.audit import AuditSet
@@ -35,10 +36,9 @@ from mia_audit.gate.evaluate import (
 )
 from mia_audit.models.architectures import describe_factories
 from mia_audit.models.device import resolve_device
-from mia_audit.models.inference import (
-    output_notes,
-)
+from mia_audit.models.inference import Preprocessor
 from mia_audit.models.loading import LoadedModel, load_target
+from mia_audit.models.oracle import ClassifierOracle
 from mia_audit.pipeline import preconditions
 from mia_audit.pipeline.attacks import run_attacks
 from mia_audit.pipeline.inputs import (
@@ -56,6 +56,7 @@ from mia_audit.pipeline.target import (
     _target_fit,
     _target_info,
     _target_logits,
+    attack_view,
     preprocessor,
     target_accuracy,
 )
@@ -159,20 +160,20 @@ def audit(
         progress.note(note)
     preprocess = preprocessor(policy)
     with timer.phase("inference"), _naming_model(policy):
-        num_classes, model = _check_model(model, data, policy, preprocess)
-        target = _target_logits(
+        num_classes, model, outputs = _check_model(model, data, policy, preprocess)
+        check_attack_outputs(attacks, outputs.kind, _kind_source(outputs.declared))
+        progress.note(outputs.note)
+        raw = _target_logits(
             policy, model, data.audit_set, preprocess, attacks, progress, trust.note
         )
+        target = attack_view(outputs, raw)
     fit_notes = preconditions.check_target_fit(
         _target_fit(target, data.audit_set, num_classes), policy.preconditions
     )
     for note in fit_notes:
         progress.note(note)
     notes += fit_notes
-    model_notes = output_notes(target.identity)
-    for note in model_notes:
-        progress.note(note)
-    notes += model_notes
+    notes.append(outputs.note)
     references = None
     reference_attacks = [attack for attack in attacks if isinstance(attack, ReferenceAttack)]
     references_fit = None
@@ -189,6 +190,7 @@ def audit(
                 device,
                 progress,
                 trust.note,
+                output_kind=outputs.kind,
             )
         references_fit = assess_reference_fit(
             references.set_fits,
@@ -204,6 +206,8 @@ def audit(
         is_member=data.audit_set.is_member,
         random_state=policy.runtime.seed,
         references=references,
+        output_kind=outputs.kind,
+        oracle=_oracle(attacks, model, preprocess, data.audit_set, policy),
     )
     results, scores = run_attacks(attacks, context, data.audit_set, policy, progress, timer)
     gate_conditions = evaluate_gate(
@@ -216,7 +220,7 @@ def audit(
         exit_code=EXIT_PASS if passed else EXIT_GATE_FAILED,
         seed=policy.runtime.seed,
         policy=inputs.origin,
-        target=_target_info(policy, model, target, data.audit_set, num_classes),
+        target=_target_info(policy, model, target, data.audit_set, num_classes, outputs),
         data=_data_info(data, policy),
         attacks=results,
         gate=GateResult(passed=passed, conditions=gate_conditions, evaluated_on=today),
@@ -236,6 +240,25 @@ def audit(
         references=references_fit,
     )
     return AuditOutcome(result, scores, data.audit_set)
+
+
+def _kind_source(declared: str) -> str:
+    return "detected from the probe batch" if declared == "auto" else "model.outputs"
+
+
+def _oracle(
+    attacks: list[Any],
+    model: LoadedModel,
+    preprocess: Preprocessor,
+    audit_set: AuditSet,
+    policy: Policy,
+) -> ClassifierOracle | None:
+    """Label queries on the target, for the attacks that perturb images."""
+    if not any(attack.needs_oracle for attack in attacks):
+        return None
+    return ClassifierOracle(
+        model.classifier, preprocess, audit_set.images, policy.runtime.batch_size
+    )
 
 
 def _checked_sizes(policy: Policy, audit_set: AuditSet) -> list[str]:

@@ -10,7 +10,9 @@ from dataclasses import replace
 from typing import Any
 
 from mia_audit.attacks.base import Attack, ViewLogits
+from mia_audit.attacks.outputs import OutputKind
 from mia_audit.attacks.queries import IDENTITY, View
+from mia_audit.attacks.registry import attack_class, attack_names
 from mia_audit.data.audit import AuditSet
 from mia_audit.errors import (
     InputError,
@@ -26,6 +28,14 @@ from mia_audit.models.inference import (
     run_batch,
 )
 from mia_audit.models.loading import LoadedModel
+from mia_audit.models.outputs import (
+    LabelVectorClassifier,
+    OutputDecision,
+    attack_inputs,
+    check_outputs_hold,
+    is_label_vector,
+    resolve_output_kind,
+)
 from mia_audit.pipeline.inputs import AuditData
 from mia_audit.pipeline.preconditions import TargetFit
 from mia_audit.policy.schema import Policy
@@ -53,15 +63,28 @@ def _naming_model(policy: Policy) -> Iterator[None]:
 
 def _check_model(
     model: LoadedModel, data: AuditData, policy: Policy, preprocess: Preprocessor
-) -> tuple[int, LoadedModel]:
-    """Run a probe batch: output width must fit num_classes and the labels. Returns the
-    number of classes and the model at the precision the probe chose."""
+) -> tuple[int, LoadedModel, OutputDecision]:
+    """Run a probe batch: what kind of outputs the model returns (`model.outputs`), and their
+    width must fit num_classes and the labels. Returns the number of classes, the model at the
+    precision the probe chose (a model that returns class indices wrapped to return one-hot
+    rows) and the output kind."""
     audit_set = data.audit_set
     preprocess.output_channels(audit_set.images.shape[1])
     probe = preprocess(audit_set.images[: min(8, len(audit_set.images))])
-    logits = run_batch(model.classifier, probe)
-    num_classes = logits.shape[1]
+    outputs = run_batch(model.classifier, probe)
+    label_vector = outputs.ndim == 1
+    if label_vector and not is_label_vector(outputs):
+        raise ModelError(
+            f"the model returned one value per image ({outputs.shape}) that is not a class "
+            "index; a classifier returns (n, classes) logits or probabilities, or (n,) labels"
+        )
+    decision = resolve_output_kind(policy.model.outputs, outputs, label_vector)
     declared = policy.model.num_classes
+    if label_vector:
+        num_classes = declared or max(data.largest_label()[0], int(outputs.max())) + 1
+        model = replace(model, classifier=LabelVectorClassifier(model.classifier, num_classes))
+    else:
+        num_classes = outputs.shape[1]
     if declared is not None and declared != num_classes:
         raise InputError(
             f"model.num_classes: is {declared} but the model ({policy.model.path.name}) outputs "
@@ -75,7 +98,14 @@ def _check_model(
         )
     precision = choose_precision(model.classifier, probe, policy.runtime.precision)
     classifier = at_precision(model.classifier, precision)
-    return num_classes, replace(model, classifier=classifier, precision=precision)
+    return num_classes, replace(model, classifier=classifier, precision=precision), decision
+
+
+def attack_view(decision: OutputDecision, raw: ViewLogits) -> ViewLogits:
+    """The target's outputs as the attacks read them (`mia_audit.models.outputs`), after
+    checking that every audited sample's outputs are of the kind the probe found."""
+    check_outputs_hold(decision, raw.identity)
+    return ViewLogits(views=raw.views, logits=attack_inputs(decision.kind, raw.logits))
 
 
 def views_needed(attacks: Sequence[Attack[Any]]) -> tuple[View, ...]:
@@ -139,6 +169,7 @@ def _target_info(
     target: ViewLogits,
     audit_set: AuditSet,
     num_classes: int,
+    outputs: OutputDecision,
 ) -> TargetInfo:
     return TargetInfo(
         path=str(policy.model.path),
@@ -150,7 +181,15 @@ def _target_info(
         engine=model.classifier.engine,
         precision=model.precision,
         accuracy=target_accuracy(target, audit_set),
+        outputs=outputs.kind,
+        outputs_detected=outputs.detected,
+        attacks_allowed=allowed_attacks(outputs.kind),
     )
+
+
+def allowed_attacks(kind: OutputKind) -> list[str]:
+    """The registered attacks a target of this output kind can feed."""
+    return [name for name in attack_names() if kind in attack_class(name).output_kinds]
 
 
 def _target_fit(target: ViewLogits, audit_set: AuditSet, num_classes: int) -> TargetFit:
