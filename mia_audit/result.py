@@ -62,6 +62,17 @@ class TargetInfo(ResultModel):
         default_factory=list, description="The registered attacks this output kind can feed."
     )
 
+    def outputs_description(self) -> str:
+        """The output kind in words, with how it was found and the attacks it allows."""
+        how = "detected" if self.outputs == self.outputs_detected else "declared"
+        reads = {
+            "logits": "",
+            "probabilities": ", read as log-probabilities",
+            "labels": ", only the predicted class is read",
+        }.get(self.outputs, "")
+        allowed = ", ".join(self.attacks_allowed) or "not recorded"
+        return f"{self.outputs} ({how}{reads}); attacks it allows: {allowed}"
+
 
 class ReferenceModelFit(ResultModel):
     """One reference model's accuracy on samples it trained on and on samples it did not."""

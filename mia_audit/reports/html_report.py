@@ -293,6 +293,7 @@ def provenance(result: Result) -> dict[str, list[tuple[str, str]]]:
             ("architecture", target.architecture or ""),
             ("factory (user code)", target.factory or ""),
             ("classes", str(target.num_classes)),
+            ("outputs", target.outputs_description()),
             ("engine", target.engine),
             ("precision", target.precision),
         ],

@@ -263,6 +263,7 @@ def details_items(result: Result) -> list[str]:
     items = [
         f"Target accuracy: members {target.accuracy.members:.4f}, "
         f"non-members {target.accuracy.non_members:.4f}",
+        f"Target outputs: {escape(target.outputs_description())}",
         *reference_items(result),
         f"Data: {data.n_members} members, {data.n_non_members} non-members, "
         f"{data.n_population} population",

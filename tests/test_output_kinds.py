@@ -1,0 +1,189 @@
+"""One model exported three ways (logits, a softmax head, an argmax head), audited through the
+console script.
+
+The logits and softmax exports must give the same AUC for every attack (the softmax export is
+read as log-probabilities) and the notes must name the kind each was detected as. The argmax
+export runs the label-only attacks, with the same AUCs as on the other two (they see only the
+predicted class either way), and refuses an attack that reads logits with exit 2 naming it: a
+labels-only target must never pass because its logit attacks were dropped. A declared
+`model.outputs` that the probe contradicts is exit 2; `outputs: labels` on a logits model
+audits as an attacker who sees only labels would.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from mia_audit.demo import export_onnx
+from mia_audit.models.architectures import build_architecture
+from tests.conftest import DigitsTarget, RunCli
+
+LABEL_ONLY = [
+    "gap",
+    {"name": "augmentation", "queries": 2},
+    {"name": "boundary_distance", "budget": 12, "directions": 3},
+]
+SCORE_ATTACKS = [
+    "loss",
+    "confidence",
+    "entropy",
+    "modified_entropy",
+    {"name": "logit_margin", "id": "margin_mirror", "queries": 2},
+    {"name": "logit_margin", "id": "hinge", "form": "hinge"},
+    "class_threshold",
+    {"name": "learned", "model": "logistic_regression"},
+]
+
+
+class ArgmaxHead(torch.nn.Module):
+    """The model ending in argmax: one class index per image, as a labels-only API returns."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images).argmax(dim=1)
+
+
+@pytest.fixture(scope="module")
+def folder(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = digits_target.copy_to(tmp_path_factory.mktemp("output-kinds") / "t")
+    model = build_architecture("resnet18", 10)
+    model.load_state_dict(torch.load(folder / "target.pt", weights_only=True))
+    model.eval()
+    export_onnx(
+        torch.nn.Sequential(model, torch.nn.Softmax(dim=1)).eval(), folder / "softmax.onnx", 32
+    )
+    export_onnx(ArgmaxHead(model).eval(), folder / "argmax.onnx", 32)
+    return folder
+
+
+def write_policy(folder: Path, name: str, model: dict[str, Any], attacks: list[Any]) -> Path:
+    policy = {
+        "version": 1,
+        "name": name,
+        "model": {"num_classes": 10, **model},
+        "data": {"members": "members.npz", "non_members": "non_members.npz"},
+        "preprocessing": {"mean": [0.2, 0.2, 0.2], "std": [0.3, 0.3, 0.3]},
+        "attacks": attacks,
+        "gate": {"max_auc": 0.6},
+        "outputs": {"dir": f"out-{name}", "formats": ["json", "html", "markdown"]},
+        "runtime": {"device": "cpu", "seed": 0, "cache_dir": ".mia-cache"},
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    return path
+
+
+def audited(folder: Path, run_cli: RunCli, name: str, model_file: str) -> tuple[Any, str]:
+    path = write_policy(folder, name, {"path": model_file}, [*SCORE_ATTACKS, *LABEL_ONLY])
+    completed = run_cli("run", path)
+    assert completed.returncode == 1, completed.stderr  # the overfit target leaks
+    return json.loads((folder / f"out-{name}" / "result.json").read_text()), completed.stderr
+
+
+def aucs(result: Any) -> dict[str, float]:
+    return {attack["id"]: attack["auc"] for attack in result["attacks"]}
+
+
+@pytest.fixture(scope="module")
+def logits_run(folder: Path, run_cli: RunCli) -> tuple[Any, str]:
+    return audited(folder, run_cli, "logits", "target.onnx")
+
+
+def test_softmax_export_gives_the_logits_aucs_and_says_so(
+    folder: Path, run_cli: RunCli, logits_run: tuple[Any, str]
+) -> None:
+    logits, logits_stderr = logits_run
+    softmax, softmax_stderr = audited(folder, run_cli, "softmax", "softmax.onnx")
+
+    assert (
+        set(aucs(softmax))
+        == set(aucs(logits))
+        == {
+            attack if isinstance(attack, str) else attack.get("id", attack["name"])
+            for attack in [*SCORE_ATTACKS, *LABEL_ONLY]
+        }
+    )
+    for attack, auc in aucs(logits).items():
+        assert aucs(softmax)[attack] == pytest.approx(auc, abs=1e-4), attack
+    assert "note: model outputs: detected logits" in logits_stderr
+    assert "note: model outputs: detected probabilities" in softmax_stderr
+    assert (logits["target"]["outputs"], softmax["target"]["outputs"]) == (
+        "logits",
+        "probabilities",
+    )
+    assert "loss" in softmax["target"]["attacks_allowed"]
+    html = (folder / "out-softmax" / "report.html").read_text()
+    assert "probabilities" in html and "log-probabilities" in html
+
+
+def test_argmax_export_runs_the_label_only_attacks(
+    folder: Path, run_cli: RunCli, logits_run: tuple[Any, str]
+) -> None:
+    path = write_policy(folder, "argmax", {"path": "argmax.onnx"}, LABEL_ONLY)
+    completed = run_cli("run", path)
+
+    assert completed.returncode == 1, completed.stderr
+    assert "note: model outputs: detected labels" in completed.stderr
+    result = json.loads((folder / "out-argmax" / "result.json").read_text())
+    assert result["target"]["outputs"] == "labels"
+    assert set(result["target"]["attacks_allowed"]) == {"gap", "augmentation", "boundary_distance"}
+    logits = aucs(logits_run[0])
+    for attack, auc in aucs(result).items():  # the same labels, whatever else the model shows
+        assert auc == pytest.approx(logits[attack], abs=1e-12), attack
+    assert result["target"]["accuracy"] == logits_run[0]["target"]["accuracy"]
+    summary = (folder / "out-argmax" / "summary.md").read_text()
+    assert "labels" in summary
+
+
+@pytest.mark.parametrize(
+    ("model", "refused", "kind"),
+    [
+        ({"path": "argmax.onnx"}, "loss", "labels (detected from the probe batch)"),
+        ({"path": "target.onnx", "outputs": "labels"}, "learned", "labels (model.outputs)"),
+    ],
+)
+def test_a_label_target_refuses_attacks_that_read_logits(
+    folder: Path, run_cli: RunCli, model: dict[str, Any], refused: str, kind: str
+) -> None:
+    name = f"refuse-{refused}"
+    path = write_policy(folder, name, model, ["gap", refused])
+    completed = run_cli("run", path)
+
+    assert completed.returncode == 2, completed.stderr
+    assert (
+        f"error: attacks[1]: '{refused}' reads logits or probabilities but the target returns "
+        f"{kind}"
+    ) in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not (folder / f"out-{name}" / "result.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("model_file", "declared", "shown"),
+    [
+        ("softmax.onnx", "logits", "probabilities"),
+        ("target.onnx", "probabilities", "logits"),
+        ("argmax.onnx", "logits", "labels"),
+        ("argmax.onnx", "probabilities", "labels"),
+    ],
+)
+def test_a_declared_kind_the_probe_contradicts_is_refused(
+    folder: Path, run_cli: RunCli, model_file: str, declared: str, shown: str
+) -> None:
+    name = f"declared-{declared}-{model_file.split('.')[0]}"
+    path = write_policy(folder, name, {"path": model_file, "outputs": declared}, ["gap"])
+    completed = run_cli("run", path)
+
+    assert completed.returncode == 2, completed.stderr
+    assert f"error: model.outputs: is {declared} but the model's outputs" in completed.stderr
+    assert f"set model.outputs: {shown}" in completed.stderr
+    assert not (folder / f"out-{name}" / "result.json").exists()
