@@ -198,6 +198,19 @@ class VulnerableSample(ResultModel):
     )
 
 
+class OperatingPoint(ResultModel):
+    """The attack's confusion matrix at the gate's operating point (members are positives)."""
+
+    rule: str = Field(description="How the threshold was chosen.")
+    threshold: float | None = Field(
+        description="Member iff score >= threshold (None: no sample is called a member)."
+    )
+    true_positives: int
+    false_positives: int
+    true_negatives: int
+    false_negatives: int
+
+
 class AttackResult(ResultModel):
     """One attack's figures, built once by `evaluation.evaluate.evaluate_attack`."""
 
@@ -227,6 +240,7 @@ class AttackResult(ResultModel):
         [], description="Correctly classified vs misclassified samples."
     )
     most_vulnerable: list[VulnerableSample] = []
+    operating_point: OperatingPoint | None = None
     seconds: float = 0.0
 
 

@@ -123,6 +123,9 @@ def test_softmax_export_gives_the_logits_aucs_and_says_so(
     assert "loss" in softmax["target"]["attacks_allowed"]
     html = (folder / "out-softmax" / "report.html").read_text()
     assert "probabilities" in html and "log-probabilities" in html
+    assert "Precision and recall" in html and "at the gate's operating point" in html
+    point = softmax["attacks"][0]["operating_point"]
+    assert point["true_positives"] + point["false_negatives"] == softmax["data"]["n_members"]
 
 
 def test_argmax_export_runs_the_label_only_attacks(

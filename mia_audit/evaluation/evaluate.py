@@ -23,6 +23,7 @@ import numpy as np
 
 from mia_audit.evaluation import bootstrap as stats
 from mia_audit.evaluation import breakdowns, epsilon, metrics
+from mia_audit.evaluation.operating_point import operating_point
 from mia_audit.evaluation.settings import StatisticsSpec
 from mia_audit.result import (
     AttackResult,
@@ -57,6 +58,8 @@ class EvaluationSettings:
     fprs: Sequence[float]
     statistics: StatisticsSpec
     seed: int
+    #: The FPR of the gate's operating point (its smallest `max_tpr_at_fpr`), or None.
+    operating_fpr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ def evaluate_attack(
         if samples.correct is None
         else correctness_slices(is_member, scores, samples.correct, spec, settings.seed),
         most_vulnerable=breakdowns.most_vulnerable(is_member, scores, samples.labels, samples.ids),
+        operating_point=operating_point(is_member, scores, settings.operating_fpr),
         seconds=seconds,
     )
 

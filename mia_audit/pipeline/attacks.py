@@ -47,6 +47,7 @@ def run_attacks(
         fprs=evaluation.report_fprs(gate_fprs(policy.gate)),
         statistics=policy.statistics,
         seed=policy.runtime.seed,
+        operating_fpr=min(gate_fprs(policy.gate), default=None),
     )
     samples = _samples(context, audit_set)
     results = []

@@ -355,8 +355,10 @@ def plot_svgs(result: Result, strongest: AttackResult) -> dict[str, Markup]:
     n_non_members = result.data.n_non_members
     min_fpr = 1.0 / n_non_members if n_non_members else None
     hist = strongest.score_histogram
+    n_members = result.data.n_members
     return {
         "roc": Markup(plots.roc_svg(curves, min_fpr)),
+        "precision_recall": Markup(plots.precision_recall_svg(curves, n_members, n_non_members)),
         "histogram": Markup(
             plots.histogram_svg(hist.bin_edges, hist.members, hist.non_members, strongest.id)
         ),

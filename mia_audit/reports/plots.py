@@ -177,3 +177,36 @@ def histogram_svg(
         ax.set_ylabel("Samples (log scale)")
         ax.legend(loc="upper left")
         return _svg(figure, name)
+
+
+def precision_recall(
+    curve: Curve, n_members: int, n_non_members: int
+) -> tuple[list[float], list[float]]:
+    """Recall (= TPR) and precision = TP / (TP + FP) at each ROC point, from the ROC and the
+    class sizes; points where nothing is called a member have no precision and are left out."""
+    recall, precision = [], []
+    for fpr, tpr in zip(curve.fpr, curve.tpr, strict=True):
+        true_positives, false_positives = tpr * n_members, fpr * n_non_members
+        if true_positives + false_positives > 0:
+            recall.append(tpr)
+            precision.append(true_positives / (true_positives + false_positives))
+    return recall, precision
+
+
+def precision_recall_svg(curves: Sequence[Curve], n_members: int, n_non_members: int) -> str:
+    """Precision against recall for every attack; the dotted line is chance (the members'
+    share of the audit set)."""
+    name = "precision-recall"
+    with _figure(name, 10.0, 4.2) as figure:
+        ax = figure.add_subplot()
+        for index, curve in enumerate(curves):
+            recall, precision = precision_recall(curve, n_members, n_non_members)
+            ax.plot(recall, precision, **_style(index, curve))
+        base = n_members / max(1, n_members + n_non_members)
+        ax.axhline(base, color=CHANCE_COLOR, linestyle=":", lw=1)
+        ax.set_xlim(0.0, 1.0)
+        ax.set_ylim(0.0, 1.02)
+        ax.set_xlabel("Recall (members found)")
+        ax.set_ylabel("Precision (flagged samples that are members)")
+        _legend(figure, ax, curves)
+        return _svg(figure, name)
