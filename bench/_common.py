@@ -91,3 +91,68 @@ def load_cifar10(path: Path = CIFAR10) -> tuple[np.ndarray, np.ndarray]:
         images = np.concatenate([data["x_train"], data["x_test"]])
         labels = np.concatenate([data["y_train"], data["y_test"]]).astype(np.int64)
     return images, labels
+
+
+@dataclass(frozen=True)
+class CifarTarget:
+    """A CIFAR-10 ResNet18 trained by `cifar_target`: its state dict and the rows it used."""
+
+    state_path: Path
+    members: np.ndarray
+    non_members: np.ndarray
+    description: str
+
+
+def cifar_target(
+    workdir: Path,
+    n_members: int,
+    *,
+    epochs: int,
+    augment: tuple[str, ...] = (),
+    seed: int = 0,
+    device: str = "cpu",
+) -> CifarTarget:
+    """Train (or reuse from `workdir`) a ResNet18 (ImageNet stem) on `n_members` seeded
+    CIFAR-10 training images with AdamW (lr 1e-3, no weight decay, cosine schedule); the
+    non-members are as many other training images. Without augmentation it overfits: the
+    leaking target the label-only and `learned` benchmarks attack."""
+    import torch
+
+    from mia_audit.models.architectures import build_architecture
+    from mia_audit.references.settings import TrainingRecipe
+    from mia_audit.references.training import TrainingData, TrainingJob, train_models
+
+    order = np.random.default_rng(seed).permutation(50_000)
+    members, non_members = np.sort(order[:n_members]), np.sort(order[n_members : 2 * n_members])
+    tag = f"resnet18-m{n_members}-e{epochs}-{'+'.join(augment) or 'noaug'}-s{seed}"
+    description = (
+        f"CIFAR-10 ResNet18 (ImageNet stem), {n_members} members + {n_members} non-members "
+        f"from the training split, {epochs} epochs AdamW lr 1e-3 wd 0, "
+        f"augment {'+'.join(augment) or 'none'}, seed {seed}"
+    )
+    state_path = workdir / f"{tag}.pt"
+    if not state_path.exists():
+        images, labels = load_cifar10()
+        recipe = TrainingRecipe(
+            architecture="resnet18",
+            epochs=epochs,
+            batch_size=128,
+            optimizer="adamw",
+            lr=1e-3,
+            weight_decay=0.0,
+            schedule="cosine",
+            augment=augment,  # type: ignore[arg-type]
+        )
+        data = TrainingData(
+            images[members].transpose(0, 3, 1, 2).copy(), labels[members], CIFAR_MEAN, CIFAR_STD
+        )
+        (state,) = train_models(
+            lambda: build_architecture("resnet18", 10),
+            data,
+            [TrainingJob(index=np.arange(n_members), seed=seed + 1000)],
+            recipe,
+            device,
+        )
+        workdir.mkdir(parents=True, exist_ok=True)
+        torch.save(state, state_path)
+    return CifarTarget(state_path, members, non_members, description)

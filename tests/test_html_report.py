@@ -35,6 +35,7 @@ SECTIONS = [
     "gate",
     "attacks",
     "roc",
+    "precision-recall",
     "scores",
     "classes",
     "vulnerable",
@@ -167,10 +168,12 @@ def test_tables_show_gate_attacks_classes_samples_accuracy(page: str, result: Re
 
 def test_plots_are_inline_svg(page: str) -> None:
     svgs = re.findall(r"<svg\b[^>]*>", page)
-    assert len(svgs) == 2  # ROC (log-log and linear panels) and the score histogram
+    assert len(svgs) == 3  # ROC (log-log and linear panels), precision-recall, histogram
     assert all("viewBox=" in svg for svg in svgs)
-    roc = page[page.index('id="roc"') : page.index('id="scores"')]
+    roc = page[page.index('id="roc"') : page.index('id="precision-recall"')]
     assert "Log-log" in roc and "Linear" in roc
+    pr = page[page.index('id="precision-recall"') : page.index('id="scores"')]
+    assert "Recall (members found)" in pr and "confusion" in pr
     ids = re.findall(r'\bid="([^"]+)"', page)
     assert len(ids) == len(set(ids)), "element ids repeat across the inline SVGs"
 
