@@ -410,7 +410,7 @@ def class_threshold_too_few_samples(case: Case) -> Expected:
 def learned_too_few_samples(case: Case) -> Expected:
     """5 folds of 7 leave 5 per side to train on; early stopping needs 6."""
     case.document["data"]["max_per_side"] = 7
-    case.document["attacks"] = ["loss", {"name": "learned"}]
+    case.document["attacks"] = ["loss", {"name": "learned", "model": "gradient_boosting"}]
     case.write_policy()
     return Expected(EXIT_INVALID, ("attacks[1]", "'learned'", "at least 8 members", "has 7 and 7"))
 
