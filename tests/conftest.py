@@ -36,7 +36,7 @@ class DigitsTarget:
 
 
 def _stage(description: str, total: int) -> Any:
-    return nullcontext(lambda n: None)
+    return nullcontext(lambda n, detail=None: None)
 
 
 @pytest.fixture(scope="session")

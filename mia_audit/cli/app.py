@@ -203,6 +203,7 @@ def run(
         loaded = _load_with_overrides(policy, output_dir, device, seed, formats, baseline=baseline)
         check_floor(loaded.policy, floor)
         out_dir = loaded.policy.outputs.dir
+        created = not out_dir.exists()
         _check_writable(out_dir)
         from mia_audit.cli.console import ConsoleProgress
 
@@ -210,6 +211,10 @@ def run(
         progress.say(_run_banner(loaded, policy))
         try:
             result = run_loaded(loaded, progress).result
+        except BaseException:
+            if created:  # a refused run leaves no trace, not even an empty report folder
+                _remove_if_empty(out_dir)
+            raise
         finally:
             progress.close()
         if floor:
@@ -267,6 +272,11 @@ def _check_writable(directory: Path) -> None:
         ) from None
 
 
+def _remove_if_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+
+
 #: What `render` writes when no --format is given (result.json is its input, not an output).
 RENDER_DEFAULT_FORMATS = ("html", "markdown", "junit")
 
@@ -277,7 +287,10 @@ def render(
     formats: Annotated[
         list[str] | None,
         typer.Option(
-            "--format", "-f", help="Format to write (repeatable); default html, markdown, junit."
+            "--format",
+            "-f",
+            metavar="FORMAT",
+            help=f"Format to write ({FORMATS_HELP}; repeatable); default html, markdown, junit.",
         ),
     ] = None,
     output_dir: Annotated[

@@ -37,7 +37,10 @@ def describe_problems(
     or attack, what was probably meant. A key with several complaints (each member of a union
     of forms complains) gets the first; past MAX_PROBLEMS the rest are counted."""
     described: dict[Location, str] = {}
-    for problem in error.errors(include_url=False):
+    problems = error.errors(include_url=False)
+    for problem in problems:
+        if _follows_from_items(problem, problems):
+            continue
         yaml_path = _yaml_location(problem["loc"], lines)
         if yaml_path not in described:
             described[yaml_path] = _one_problem(problem, yaml_path, source, lines)
@@ -50,6 +53,14 @@ def describe_problems(
             f"{source}: {more}; fix these and run `mia-audit validate` again",
         ]
     return messages
+
+
+def _follows_from_items(problem: Any, problems: Sequence[Any]) -> bool:
+    """A list's "too short" that only says its items failed (pydantic counts the valid ones)."""
+    if problem["type"] != "too_short":
+        return False
+    loc = tuple(problem["loc"])
+    return any(len(p["loc"]) > len(loc) and tuple(p["loc"][: len(loc)]) == loc for p in problems)
 
 
 def _one_problem(
