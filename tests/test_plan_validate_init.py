@@ -217,3 +217,74 @@ def test_init_writes_a_policy_that_validates(folder: Path, run_cli: RunCli, mode
     assert checked.returncode == 0, checked.stderr
     again = run_cli("init", "--model", folder / model, *args, "-o", out)
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+# --- polish: completion, help, the device alias, render's wrong file -------------------------
+
+
+def test_shell_completion_offers_commands_and_device_choices(run_cli: RunCli) -> None:
+    """What bash asks the program once `mia-audit --install-completion` has installed it."""
+    import os
+    import subprocess
+
+    from tests.conftest import CONSOLE_SCRIPT
+
+    def complete(words: str) -> list[str]:
+        word = len(words.split()) - (0 if words.endswith(" ") else 1)  # the one completed
+        env = {**os.environ, "_MIA_AUDIT_COMPLETE": "complete_bash", "COMP_WORDS": words,
+               "COMP_CWORD": str(word)}  # fmt: skip
+        completed = subprocess.run(
+            [str(CONSOLE_SCRIPT)], capture_output=True, text=True, env=env, check=False
+        )
+        return completed.stdout.split()
+
+    assert complete("mia-audit pl") == ["plan"]
+    assert complete("mia-audit run p.yaml --device ") == ["auto", "cpu", "cuda", "gpu"]
+    assert "--install-completion" in run_cli("--help").stdout
+
+
+def test_help_lists_the_choices(run_cli: RunCli) -> None:
+    for command in ("run", "render"):
+        text = run_cli(command, "--help").stdout
+        assert "list[str]" not in text and "json, html, markdown, junit" in text, text
+    assert "<auto|cpu|cuda|gpu>" in run_cli("run", "--help").stdout
+
+
+def test_device_gpu_is_cuda(folder: Path, run_cli: RunCli) -> None:
+    """`--device gpu` means cuda: planned on cuda here, or refused with one line without one."""
+    import torch
+
+    completed = run_cli("plan", write_policy(folder, "gpu"), "--device", "gpu", "--json")
+    if torch.cuda.is_available():
+        assert completed.returncode == 0 and json.loads(completed.stdout)["device"] == "cuda"
+    else:
+        assert completed.returncode in (2, 3), completed.stderr
+        assert "cuda" in completed.stderr and "pydantic" not in completed.stderr
+        assert "Traceback" not in completed.stderr
+
+
+def test_render_names_the_kind_of_file_it_got(folder: Path, run_cli: RunCli) -> None:
+    policy = write_policy(folder, "not-a-result")
+    completed = run_cli("render", policy)
+    assert completed.returncode == 2
+    (line,) = error_lines(completed.stderr)
+    assert "a mia-audit policy, not a result.json" in line and "run the policy first" in line
+
+
+def test_validate_names_the_file_whose_image_shape_differs(folder: Path, run_cli: RunCli) -> None:
+    """The members file is the odd one: validate (and run) name it, not the non-members file
+    read after it."""
+    import numpy as np
+
+    with np.load(folder / "members.npz") as members:
+        arrays = dict(members)
+    arrays["x"] = np.ascontiguousarray(arrays["x"][:, :28, :28, :])
+    np.savez(folder / "cropped.npz", **arrays)
+    data = {"members": "cropped.npz", "non_members": "non_members.npz"}
+    policy = write_policy(folder, "cropped", data=data)
+    for command in ("validate", "run"):
+        completed = run_cli(command, policy)
+        assert completed.returncode == 2, (command, completed.stderr)
+        (line,) = error_lines(completed.stderr)
+        assert line.startswith("error: data.members: ") and "cropped.npz" in line, line
+        assert "(3, 28, 28)" in line and "non_members.npz" not in line.split(";")[0], line
