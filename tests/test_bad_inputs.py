@@ -33,6 +33,8 @@ import torch
 import torchvision
 import yaml
 
+from tests.conftest import without_progress
+
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
 EXIT_PASS = 0
@@ -662,9 +664,11 @@ def outcome_of(outcomes: dict[str, Outcome | BaseException], name: str) -> Outco
 
 
 def assert_one_error_line(stderr: str, expected: Expected) -> str:
+    """One `error:` line, the last; before it only timestamped progress lines."""
     assert "Traceback" not in stderr, stderr
-    lines = stderr.splitlines()
+    lines = without_progress(stderr)
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{stderr}"
+    assert stderr.splitlines()[-1] == lines[0], stderr
     line = lines[0]
     assert line.startswith("error: "), line
     for mention in expected.mentions:
