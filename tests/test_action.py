@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import subprocess
@@ -216,6 +217,21 @@ def test_failing_policy(failing: StepRun) -> None:
     assert "## mia-audit: FAIL — strict" in failing.summary
     (annotation,) = [line for line in failing.stdout.splitlines() if line.startswith("::error")]
     assert annotation.startswith("::error title=mia-audit::privacy gate failed for strict: AUC")
+
+
+def test_failed_condition_names_its_deciding_attack_first(failing: StepRun) -> None:
+    """The summary (and the annotation) say which attack failed the AUC condition, and that is
+    the attack with the highest AUC, before any "strongest attack" figure."""
+    result = Result.model_validate_json(Path(failing.outputs["result-json"]).read_bytes())
+    top = max(result.attacks, key=lambda a: a.auc)
+    failed = f"AUC <= 0.51: {top.auc:.4f} ({top.id})"
+    summary = html.unescape(failing.summary.replace("\\", ""))  # Markdown escapes
+    assert f"**Failed:** {failed}" in summary
+    assert summary.index("**Failed:**") < summary.index(f"{float(failing.outputs['auc']):.4f}")
+    assert failed in next(
+        line for line in failing.stdout.splitlines() if line.startswith("::error")
+    )
+    assert failing.outputs["max-auc-attack"] == top.id
 
 
 def test_invalid_policy_reports_no_stale_numbers(workspace: Path) -> None:
