@@ -63,7 +63,7 @@ class PhaseProgress(SilentProgress):
         @contextlib.contextmanager
         def run() -> Any:
             with timed() as timing:
-                yield lambda n: None
+                yield lambda n, detail=None: None
             self.phases[description] = timing
 
         return run()
@@ -152,13 +152,19 @@ def attacks(args: argparse.Namespace) -> list[dict[str, Any]]:
     members, population = args.subset // 2, args.population or args.subset
 
     def reference(name: str, mode: str) -> dict[str, Any]:
-        return {"name": name, "id": f"{name}_{mode}", "mode": mode, "reference_models": k,
-                "queries": q}
+        return {
+            "name": name,
+            "id": f"{name}_{mode}",
+            "mode": mode,
+            "reference_models": k,
+            "queries": q,
+        }
 
     modes = [m for m, ok in (("online", k % 2 == 0), ("offline", population >= members)) if ok]
     shadow = [{"name": "shadow", "shadow_models": k, "queries": q}]
     for skipped, reason in (
-        ("online attacks", k % 2), ("offline attacks", population < members),
+        ("online attacks", k % 2),
+        ("offline attacks", population < members),
         ("shadow", population < 2 * members),
     ):
         if reason:

@@ -13,9 +13,25 @@ EXIT_INCOMPLETE = 3
 
 
 class MiaAuditError(Exception):
-    """Base class. `str(error)` is the one-line message shown to the user."""
+    """Base class. `str(error)` is the message shown to the user: one line, or one line per
+    problem (`problems`) when several were found at once (a policy with several mistakes)."""
 
     exit_code: int = EXIT_INCOMPLETE
+
+    #: Set by `listing`: several problems found at once.
+    _problems: tuple[str, ...] = ()
+
+    @property
+    def problems(self) -> list[str]:
+        """Each problem, printed as its own `error:` line (one, unless `listing` made it)."""
+        return list(self._problems) or [str(self)]
+
+    @classmethod
+    def listing(cls, problems: list[str]) -> MiaAuditError:
+        """An error for several problems found at once; `str()` joins them with newlines."""
+        error = cls("\n".join(problems))
+        error._problems = tuple(problems)
+        return error
 
 
 class PolicyError(MiaAuditError):

@@ -6,7 +6,18 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-Advance = Callable[[int], None]
+
+class Advance(Protocol):
+    """Called as work gets done: `n` more items (images) processed, and optionally what the
+    stage is doing now (`detail`, e.g. "epoch 3/20"), for the progress lines."""
+
+    def __call__(self, n: int, /, detail: str | None = None) -> None: ...
+
+
+def ignore_advance(n: int, /, detail: str | None = None) -> None:
+    """An `Advance` for callers that do not report progress."""
+
+
 #: Hears a one-line note for the user (a fallback taken, a cache entry refused, ...).
 Notify = Callable[[str], None]
 
@@ -29,7 +40,7 @@ class SilentProgress:
 
     @contextlib.contextmanager
     def stage(self, description: str, total: int | None = None) -> Iterator[Advance]:
-        yield lambda n: None
+        yield ignore_advance
 
     def note(self, message: str) -> None:
         self.notes.append(message)

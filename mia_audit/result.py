@@ -351,3 +351,23 @@ def result_json_schema() -> dict[str, Any]:
 def strongest_attack(result: Result, fpr: str = "0.05") -> AttackResult:
     """The attack with the highest TPR at `fpr` (AUC breaks ties): the headline figure."""
     return max(result.attacks, key=lambda a: (a.tpr_at_fpr.get(fpr, 0.0), a.auc))
+
+
+def worst_attack(result: Result, metric: str, fpr: str = "0.05") -> AttackResult | None:
+    """The attack with the highest `auc`, or TPR at `fpr` (`tpr_at_fpr`): the worst figure of
+    that metric, which a dashboard must not under-report (the strongest attack by TPR need
+    not have the highest AUC). None when no attack has the figure."""
+    if metric == "auc":
+        return max(result.attacks, key=lambda a: a.auc, default=None)
+    having = [a for a in result.attacks if a.tpr_at_fpr.get(fpr) is not None]
+    return max(having, key=lambda a: a.tpr_at_fpr[fpr], default=None)
+
+
+def failed_conditions_text(result: Result) -> list[str]:
+    """One line per failed condition, naming the attack that decided it: `AUC <= 0.6: 0.8880
+    (learned)`; waived ones say so."""
+    return [
+        f"{c.description}: {c.value:.4f} ({c.attack})" + (" - waived" if c.waived else "")
+        for c in result.gate.conditions
+        if not c.passed
+    ]

@@ -4,13 +4,16 @@ resolve against the policy file's folder.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    GetJsonSchemaHandler,
     ValidationInfo,
 )
 
@@ -31,3 +34,30 @@ class StrictModel(BaseModel):
     a setting: it would only surface later as NaN logits or a gate that cannot fail)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+JsonSchema = dict[str, Any]
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: typing hashes Annotated metadata
+class JsonShorthand:
+    """Annotation: the JSON Schema also accepts a shorthand that a `BeforeValidator` expands.
+
+    pydantic describes the expanded form only (`{max: 0.6}`), so the schema would refuse what
+    the loader accepts (`max_auc: 0.6`). `alternative` is the shorthand's schema, or a function
+    of the generated schema (for shorthands of a list's items); it is called when the schema is
+    generated, so a list read from a registry includes plugins. `replace` swaps the generated
+    schema for the function's result instead (a value an `AfterValidator` restricts).
+    """
+
+    alternative: JsonSchema | Callable[[JsonSchema], JsonSchema]
+    replace: bool = False
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: Any, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        schema = handler(core_schema)
+        alternative = self.alternative(schema) if callable(self.alternative) else self.alternative
+        if self.replace:
+            return alternative
+        return {"anyOf": [alternative, schema]}

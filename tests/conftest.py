@@ -8,6 +8,7 @@ the suite stays fast on two CPU cores.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,15 @@ from mia_audit.demo import DemoOptions, prepare_demo
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("mia-audit")
 
+#: A progress line: stderr is a pipe in these tests, as in CI, so stages print
+#: `[hh:mm:ss] stage: ...` lines there (README, Use).
+PROGRESS_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
+
+
+def without_progress(stderr: str) -> list[str]:
+    """stderr's lines other than progress lines (errors and notes)."""
+    return [line for line in stderr.splitlines() if not PROGRESS_LINE.match(line)]
+
 
 @dataclass(frozen=True)
 class DigitsTarget:
@@ -36,7 +46,7 @@ class DigitsTarget:
 
 
 def _stage(description: str, total: int) -> Any:
-    return nullcontext(lambda n: None)
+    return nullcontext(lambda n, detail=None: None)
 
 
 @pytest.fixture(scope="session")

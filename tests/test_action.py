@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import subprocess
@@ -138,6 +139,64 @@ def test_passing_policy(passing: StepRun) -> None:
     assert "::error" not in passing.stdout
 
 
+def test_max_outputs_are_the_worst_figure_over_attacks(passing: StepRun) -> None:
+    """`max-auc` / `max-tpr-at-fpr`: the highest of any attack, with the attack that reached it
+    (the strongest attack, ranked by TPR, need not have the highest AUC)."""
+    result = Result.model_validate_json(Path(passing.outputs["result-json"]).read_bytes())
+    top_auc = max(result.attacks, key=lambda a: a.auc)
+    top_tpr = max(result.attacks, key=lambda a: a.tpr_at_fpr["0.05"])
+    assert passing.outputs["max-auc-attack"] == top_auc.id
+    assert float(passing.outputs["max-auc"]) == pytest.approx(top_auc.auc, abs=1e-5)
+    assert passing.outputs["max-tpr-at-fpr-attack"] == top_tpr.id
+    assert float(passing.outputs["max-tpr-at-fpr"]) == pytest.approx(
+        top_tpr.tpr_at_fpr["0.05"], abs=1e-5
+    )
+    assert float(passing.outputs["max-auc"]) >= float(passing.outputs["auc"])
+    assert passing.outputs["error"] == ""
+
+
+def test_baseline_input_reaches_the_increase_conditions(workspace: Path, passing: StepRun) -> None:
+    """The `baseline` input is `run --baseline`: the same model against its own result passes
+    an increase condition; without the input the policy is refused (exit 2)."""
+    document = yaml.safe_load((workspace / "model" / "lenient.yaml").read_text())
+    document["gate"] = {"max_auc": 0.99, "max_auc_increase": 0.02}
+    (workspace / "model" / "increase.yaml").write_text(yaml.safe_dump(document))
+    baseline = Path(passing.outputs["result-json"]).relative_to(workspace)
+    run = run_step(workspace, "model/increase.yaml", "reports/increase", MIA_BASELINE=str(baseline))
+    assert run.code == 0, run.stderr
+    result = Result.model_validate_json(Path(run.outputs["result-json"]).read_bytes())
+    increase = next(c for c in result.gate.conditions if c.id == "auc_increase")
+    # The same model, data and seed: the baseline's AUC is this run's.
+    assert increase.passed and increase.baseline_value == pytest.approx(increase.current_value)
+    refused = run_step(workspace, "model/increase.yaml", "reports/no-baseline")
+    assert refused.code == 2 and "baseline" in refused.outputs["error"]
+    assert refused.outputs["error"] in refused.summary.replace("\\", "")  # Markdown escapes
+
+
+def test_resolve_gives_the_cache_folder_of_a_policy_in_a_subfolder(workspace: Path) -> None:
+    """`cache-dir` is runtime.cache_dir resolved against the policy's folder, relative to the
+    workspace: what `actions/cache` must save (`.mia-cache` would miss `model/.mia-cache`)."""
+    github = workspace / ".github-resolve"
+    github.mkdir(exist_ok=True)
+    (github / "output").write_text("")
+    env = {
+        **os.environ,
+        "GITHUB_WORKSPACE": str(workspace),
+        "GITHUB_OUTPUT": str(github / "output"),
+    }
+    for policy, expected in (("model/lenient.yaml", "model/.mia-cache"), ("model/broken.yaml", "")):
+        (github / "output").write_text("")
+        completed = subprocess.run(
+            [sys.executable, "-m", "mia_audit.cli.action", "resolve"],
+            cwd=github, env={**env, "MIA_POLICY": policy}, capture_output=True, text=True,
+            timeout=120, check=False,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr
+        outputs = parse_outputs((github / "output").read_text())
+        assert outputs["cache-dir"] == expected
+        assert outputs["cache-key"].startswith("mia-audit-") == bool(expected)
+
+
 def test_summary_is_appended(passing: StepRun) -> None:
     summary_md = (passing.out_dir / "summary.md").read_text(encoding="utf-8")
     assert passing.summary == "previous step's summary\n" + summary_md
@@ -160,6 +219,21 @@ def test_failing_policy(failing: StepRun) -> None:
     assert annotation.startswith("::error title=mia-audit::privacy gate failed for strict: AUC")
 
 
+def test_failed_condition_names_its_deciding_attack_first(failing: StepRun) -> None:
+    """The summary (and the annotation) say which attack failed the AUC condition, and that is
+    the attack with the highest AUC, before any "strongest attack" figure."""
+    result = Result.model_validate_json(Path(failing.outputs["result-json"]).read_bytes())
+    top = max(result.attacks, key=lambda a: a.auc)
+    failed = f"AUC <= 0.51: {top.auc:.4f} ({top.id})"
+    summary = html.unescape(failing.summary.replace("\\", ""))  # Markdown escapes
+    assert f"**Failed:** {failed}" in summary
+    assert summary.index("**Failed:**") < summary.index(f"{float(failing.outputs['auc']):.4f}")
+    assert failed in next(
+        line for line in failing.stdout.splitlines() if line.startswith("::error")
+    )
+    assert failing.outputs["max-auc-attack"] == top.id
+
+
 def test_invalid_policy_reports_no_stale_numbers(workspace: Path) -> None:
     """Exit 2 leaves older reports in place; the step must not present them as this run's."""
     stale = workspace / "reports" / "stale"
@@ -173,7 +247,19 @@ def test_invalid_policy_reports_no_stale_numbers(workspace: Path) -> None:
     assert run.outputs["result-json"] == "" and run.outputs["auc"] == ""
     assert "older run" not in run.summary
     assert "## mia-audit: ERROR" in run.summary and "Exit code 2" in run.summary
-    assert "::error title=mia-audit::mia-audit exited 2: the policy, the inputs" in run.stdout
+    # Every problem of the policy, each on its own line; the first is the step's `error`.
+    problems = [line.removeprefix("error: ") for line in run.stderr.splitlines()]
+    assert len(problems) == 5 and all(
+        line.startswith("error: ") for line in run.stderr.splitlines()
+    )
+    assert run.outputs["error"] == problems[0]
+    annotation = next(line for line in run.stdout.splitlines() if line.startswith("::error"))
+    assert annotation == (
+        "::error title=mia-audit::mia-audit exited 2 (the policy, the inputs or the command "
+        "line are invalid): " + "; ".join(problems)
+    )
+    # The summary says what is wrong, not "see the log".
+    assert "unknown attack 'los' (did you mean 'loss'?)" in run.summary
 
 
 def test_missing_policy_input_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -189,7 +275,11 @@ def test_multiline_output_values_use_a_delimiter() -> None:
 
 def test_annotation_escapes_workflow_command_characters() -> None:
     condition = SimpleNamespace(
-        passed=False, description="AUC <= 0.6", value=0.7, attack="loss\n::warning::x"
+        passed=False,
+        waived=False,
+        description="AUC <= 0.6",
+        value=0.7,
+        attack="loss\n::warning::x",
     )
     result = SimpleNamespace(
         policy=SimpleNamespace(name="100% private\r\n"),
@@ -202,8 +292,12 @@ def test_annotation_escapes_workflow_command_characters() -> None:
     )
     assert action.annotation(0, None) is None
     assert action.annotation(3, None) == (
-        "::error title=mia-audit::mia-audit exited 3: the audit could not complete; "
+        "::error title=mia-audit::mia-audit exited 3 (the audit could not complete): "
         "the log above says why"
+    )
+    assert action.annotation(2, None, ["p.yaml: gate.max_acu: unknown key\n::x"]) == (
+        "::error title=mia-audit::mia-audit exited 2 (the policy, the inputs or the command line "
+        "are invalid): p.yaml: gate.max_acu: unknown key%0A::x"
     )
 
 
@@ -219,14 +313,18 @@ def action_yml() -> dict[str, Any]:
 def test_action_yml_inputs_and_outputs(action_yml: dict[str, Any]) -> None:
     assert action_yml["runs"]["using"] == "composite"
     assert set(action_yml["inputs"]) == {
-        "policy", "package", "python-version", "device", "output-dir", "pip-args",
-        "max-auc", "max-tpr-at-fpr",
+        "policy", "package", "python-version", "torch-index-url", "device", "output-dir",
+        "pip-args", "baseline", "cache", "max-auc", "max-tpr-at-fpr",
     }  # fmt: skip
-    assert action_yml["inputs"]["package"]["default"] == "mia-audit"
+    # Empty: the action's own checkout, i.e. the code at the tag the workflow pinned.
+    assert action_yml["inputs"]["package"]["default"] == ""
     written = set(action.step_outputs(0, Path("/nonexistent"), None))
-    assert set(action_yml["outputs"]) == written
+    resolved = set(action.resolve_outputs({}))
+    assert set(action_yml["outputs"]) == written | {"cache-dir"}
+    assert "cache-dir" in resolved
     for name, spec in action_yml["outputs"].items():
-        assert spec["value"] == f"${{{{ steps.audit.outputs.{name} }}}}"
+        step = "resolve" if name == "cache-dir" else "audit"
+        assert spec["value"] == f"${{{{ steps.{step}.outputs.{name} }}}}"
 
 
 def test_action_yml_scripts_take_inputs_only_from_env(action_yml: dict[str, Any]) -> None:
@@ -235,23 +333,29 @@ def test_action_yml_scripts_take_inputs_only_from_env(action_yml: dict[str, Any]
     assert scripts and all("${{" not in step["run"] for step in scripts)
     assert all(step["shell"] == "bash" for step in scripts)
     audit = next(step for step in steps if step.get("id") == "audit")
-    assert audit["run"].strip() == "python -m mia_audit.cli.action"
+    assert audit["run"].strip() == '"$MIA_PYTHON" -m mia_audit.cli.action'
     assert set(audit["env"]) == {
-        "MIA_POLICY", "MIA_OUTPUT_DIR", "MIA_DEVICE", "MIA_MAX_AUC", "MIA_MAX_TPR_AT_FPR"
+        "MIA_PYTHON", "MIA_POLICY", "MIA_OUTPUT_DIR", "MIA_DEVICE", "MIA_BASELINE", "MIA_MAX_AUC",
+        "MIA_MAX_TPR_AT_FPR",
     }  # fmt: skip
+    assert audit["env"]["MIA_PYTHON"] == "${{ steps.install.outputs.python }}"
     assert audit["env"]["MIA_MAX_AUC"] == "${{ inputs.max-auc }}"
     assert audit["env"]["MIA_MAX_TPR_AT_FPR"] == "${{ inputs.max-tpr-at-fpr }}"
     assert any(step.get("uses", "").startswith("actions/setup-python@") for step in steps)
 
 
-def test_readme_workflow_uses_the_action_cache_and_artifact() -> None:
+def test_readme_workflow_is_complete() -> None:
     readme = (REPO / "README.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
     workflows = [yaml.safe_load(b) for b in blocks if "jobs:" in b]
     assert workflows, "README has no example workflow"
     steps = next(iter(workflows[0]["jobs"].values()))["steps"]
-    uses = [step.get("uses", "") for step in steps]
-    assert any(u.startswith("actions/cache@") for u in uses)
+    audit = next(step for step in steps if step.get("id") == "audit")
+    # The action caches runtime.cache_dir itself; a CPU runner installs the CPU torch wheels.
+    assert audit["uses"].endswith("/mia-audit@v0.1.0")
+    assert audit["with"]["torch-index-url"] == "https://download.pytorch.org/whl/cpu"
+    with_inputs = set(audit["with"]) | {"baseline"}  # the baseline line is a comment there
+    assert with_inputs <= set(yaml.safe_load((REPO / "action.yml").read_text())["inputs"])
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert upload["with"]["archive"] is False
     assert upload["with"]["path"] == "${{ steps.audit.outputs.report-html }}"

@@ -33,6 +33,8 @@ import torch
 import torchvision
 import yaml
 
+from tests.conftest import without_progress
+
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
 EXIT_PASS = 0
@@ -139,29 +141,55 @@ def broken_yaml(case: Case) -> Expected:
     return Expected(EXIT_INVALID, ("policy.yaml", f"line {at + 2}", "invalid YAML"))
 
 
+def misspelt_key(document: dict[str, Any]) -> None:
+    document["model"]["num_clases"] = document["model"].pop("num_classes")
+
+
+def seed_not_a_number(document: dict[str, Any]) -> None:
+    document["runtime"]["seed"] = "abc"
+
+
+def odd_online_lira(document: dict[str, Any]) -> None:
+    # Online LiRA needs an even number of models; rejected before any model is trained.
+    document["attacks"] = ["loss", {"name": "lira", "reference_models": 3, "mode": "online"}]
+
+
+def misspelt_recipe_key(document: dict[str, Any]) -> None:
+    document["reference_training"] = {"epoch": 20, "batch_size": 256}
+
+
+#: The cases whose policy itself is wrong (not a file it names): the committed JSON Schema
+#: must refuse each of them too (tests/test_schema.py applies them to the example policies).
+POLICY_MISTAKES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "unknown-key": misspelt_key,
+    "wrong-type": seed_not_a_number,
+    "lira-invalid": odd_online_lira,
+    "reference-training-typo": misspelt_recipe_key,
+}
+
+
 def unknown_key(case: Case) -> Expected:
-    case.document["model"]["num_clases"] = case.document["model"].pop("num_classes")
+    misspelt_key(case.document)
     case.write_policy()
     return Expected(EXIT_INVALID, ("model.num_clases", "did you mean 'num_classes'"))
 
 
 def wrong_type(case: Case) -> Expected:
-    case.document["runtime"]["seed"] = "abc"
+    seed_not_a_number(case.document)
     case.write_policy()
     return Expected(EXIT_INVALID, ("policy.yaml", "runtime.seed", "integer"))
 
 
 def lira_attack(case: Case) -> Expected:
     """A broken lira entry is refused before any model is trained."""
-    # Online LiRA needs an even number of models; rejected before any model is trained.
-    case.document["attacks"] = ["loss", {"name": "lira", "reference_models": 3, "mode": "online"}]
+    odd_online_lira(case.document)
     case.write_policy()
     return Expected(EXIT_INVALID, ("attacks[1]", "even number"))
 
 
 def reference_training_key(case: Case) -> Expected:
     """A typo in `reference_training` is refused with what was meant."""
-    case.document["reference_training"] = {"epoch": 20, "batch_size": 256}
+    misspelt_recipe_key(case.document)
     case.write_policy()
     return Expected(EXIT_INVALID, ("reference_training.epoch", "did you mean 'epochs'"))
 
@@ -325,6 +353,28 @@ def different_image_shapes(case: Case) -> Expected:
     case.document["data"]["non_members"] = str(case.save_npz("cropped.npz", **arrays))
     case.write_policy()
     return Expected(EXIT_INVALID, ("data.non_members", "cropped.npz", "(3, 28, 28)", "(3, 32, 32)"))
+
+
+def members_of_another_shape(case: Case) -> Expected:
+    """The members file is the odd one: named as such, not the non-members read after it."""
+    arrays = case.load_npz("members.npz")
+    arrays["x"] = np.ascontiguousarray(arrays["x"][:, :28, :28, :])
+    case.document["data"]["members"] = str(case.save_npz("cropped.npz", **arrays))
+    case.write_policy()  # target.onnx takes 3x32x32 only
+    return Expected(
+        EXIT_INVALID, ("data.members", "cropped.npz", "(3, 28, 28)", "model takes (3, 32, 32)")
+    )
+
+
+def members_of_another_shape_flexible_model(case: Case) -> Expected:
+    """A ResNet state dict runs on both sizes: the shape the other files share decides."""
+    members_of_another_shape(case)
+    case.document["model"]["path"] = str(case.base.path("target.pt"))
+    case.write_policy()
+    return Expected(
+        EXIT_INVALID,
+        ("data.members", "cropped.npz", "(3, 28, 28)", "data.non_members", "data.population"),
+    )
 
 
 def data_is_not_data(case: Case) -> Expected:
@@ -527,6 +577,8 @@ CASES: dict[str, Builder] = {
     "npz-object-array": npz_with_object_array,
     "torch-pickled-object": torch_pickled_object,
     "different-image-shapes": different_image_shapes,
+    "members-of-another-shape": members_of_another_shape,
+    "members-of-another-shape-flexible-model": members_of_another_shape_flexible_model,
     "corrupt-npz": data_is_not_data,
     "png-decompression-bomb": png_decompression_bomb,
     "png-over-pillow-limit": png_over_pillow_limit,
@@ -612,9 +664,11 @@ def outcome_of(outcomes: dict[str, Outcome | BaseException], name: str) -> Outco
 
 
 def assert_one_error_line(stderr: str, expected: Expected) -> str:
+    """One `error:` line, the last; before it only timestamped progress lines."""
     assert "Traceback" not in stderr, stderr
-    lines = stderr.splitlines()
+    lines = without_progress(stderr)
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{stderr}"
+    assert stderr.splitlines()[-1] == lines[0], stderr
     line = lines[0]
     assert line.startswith("error: "), line
     for mention in expected.mentions:

@@ -438,3 +438,85 @@ def test_renders_in_chromium_without_network(
     # A few anti-aliased pixels where curves cross can come near the histogram's colours, so
     # the histogram's place is where most of its pixels are, not its outermost pixel.
     assert colour_median_row(image, "#c2410c") > curves[4], "the histogram should follow the ROC"
+
+
+#: Chromium's headless window is at least 500 px wide, so the report is laid out in an iframe
+#: of the width under test; this script (in the page around it, with the report's own
+#: Content-Security-Policy dropped from the copy: the report runs no script) measures the
+#: iframe's document and writes the figures into the page, for `--dump-dom` to carry out.
+LAYOUT_PAGE = """<!doctype html><html><body style="margin:0">
+<iframe id="report" style="border:0;width:{width}px;height:3000px" srcdoc="{report}"></iframe>
+<script>
+window.addEventListener("load", () => {{
+  const doc = document.getElementById("report").contentDocument;
+  const box = (e) => e.getBoundingClientRect();
+  const where = (e) => (e.closest("section") || doc.body).id + " " + e.className;
+  const probe = document.createElement("pre");
+  probe.id = "layout-probe";
+  probe.textContent = JSON.stringify({{
+    viewport: doc.documentElement.clientWidth,
+    page: doc.documentElement.scrollWidth,
+    tables: [...doc.querySelectorAll("table")].filter(
+      (t) => box(t).width > 0 && !t.parentElement.closest("table")  // nested: in its box
+    ).map((t) => ({{
+      where: where(t), right: box(t).right, scroll: t.scrollWidth, client: t.clientWidth}})),
+    plots: [...doc.querySelectorAll("figure svg")].map((s) => ({{
+      width: box(s).width, box_right: box(s.closest("figure")).right}})),
+  }});
+  document.body.appendChild(probe);
+}});
+</script></body></html>"""
+
+
+def chromium_command(browser: str, profile: Path, window: int, *args: str) -> list[str]:
+    return [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", f"--user-data-dir={profile}",
+        f"--window-size={window},3000", "--hide-scrollbars", *args,
+    ]  # fmt: skip
+
+
+def page_layout(browser: str, report: Path, width: int, work: Path) -> tuple[dict[str, Any], Path]:
+    """The report's layout at `width` px (page, tables and plots, in px), and a screenshot."""
+    import json
+
+    text = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", report.read_text())
+    page = work / f"layout-{width}.html"
+    page.write_text(LAYOUT_PAGE.format(width=width, report=html.escape(text, quote=True)))
+    window = max(width, 500) + 20
+    command = chromium_command(browser, work / "profile", window, "--dump-dom", page.as_uri())
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    found = re.search(r'<pre id="layout-probe">(.*?)</pre>', completed.stdout, flags=re.S)
+    assert completed.returncode == 0 and found, completed.stderr[-3000:]
+    png = work / f"layout-{width}.png"
+    command = chromium_command(
+        browser, work / "profile", window, f"--screenshot={png}", page.as_uri()
+    )
+    shot = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert shot.returncode == 0 and png.is_file(), shot.stderr[-3000:]
+    layout: dict[str, Any] = json.loads(html.unescape(found.group(1)))
+    return layout, png
+
+
+@pytest.mark.skipif(chromium_binary() is None, reason="chromium is not installed (CI installs it)")
+@pytest.mark.parametrize("width", [420, 1280])
+def test_layout_fits_a_phone_and_a_desktop(audit_dir: Path, tmp_path: Path, width: int) -> None:
+    """At 420 px (a phone) and 1280 px: the page never scrolls sideways, a table too wide for
+    the screen scrolls inside its own box, and plots keep a readable width (at least 560 px,
+    scrolling inside their figure) instead of shrinking until their labels cannot be read."""
+    from PIL import Image
+
+    browser = chromium_binary()
+    assert browser is not None
+    layout, png = page_layout(browser, audit_dir / "report.html", width, tmp_path)
+    assert layout["viewport"] == width, layout
+    assert layout["page"] <= width, layout  # nothing makes the page scroll sideways
+    assert layout["tables"] and all(t["right"] <= width for t in layout["tables"]), layout
+    assert layout["plots"] and all(p["width"] >= 560 for p in layout["plots"]), layout
+    assert all(p["box_right"] <= width for p in layout["plots"]), layout
+    if width == 420:  # the attack table does not fit a phone: it scrolls in its own box
+        assert any(t["scroll"] > t["client"] for t in layout["tables"]), layout
+
+    image = Image.open(png).convert("RGB").crop((0, 0, width, 600))
+    badge = colour_box(image, "#991b1b")
+    assert badge is not None and badge[3] < width, "the FAIL badge is not on screen"

@@ -29,7 +29,7 @@ import yaml
 
 from mia_audit.errors import AuditError
 from mia_audit.reports.folder import MANIFEST, STAGING_PREFIX, write_report_set
-from tests.conftest import CONSOLE_SCRIPT, DigitsTarget, RunCli
+from tests.conftest import CONSOLE_SCRIPT, DigitsTarget, RunCli, without_progress
 
 FORMATS = ["json", "html", "markdown", "junit"]
 REPORTS = ["junit.xml", "report.html", "result.json", "summary.md"]
@@ -84,7 +84,7 @@ def assert_disk_full_kept_previous(
 ) -> str:
     assert completed.returncode == 3, completed.stderr
     assert completed.stdout == ""
-    (line,) = completed.stderr.splitlines()
+    (line,) = without_progress(completed.stderr)
     assert line.startswith(f"error: outputs.dir: {out_dir}: cannot write the reports (")
     assert "internal error" not in line and "previous reports there are untouched" in line
     assert files_under(out_dir) == before  # byte for byte, and no staging folder or temp file

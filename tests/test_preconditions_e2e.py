@@ -21,7 +21,7 @@ import torch
 import torchvision
 import yaml
 
-from tests.conftest import DigitsTarget, RunCli
+from tests.conftest import DigitsTarget, RunCli, without_progress
 
 #: The honest audit of the digits target fails this gate (exit 1).
 GATE = {"max_auc": 0.6}
@@ -177,7 +177,8 @@ def test_the_honest_audit_fails_the_gate(runs: dict[str, Any]) -> None:
 def test_each_mistake_is_refused_with_one_line(runs: dict[str, Any], case: str) -> None:
     code, stderr, result = runs[case]
     assert code == 2, stderr
-    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    lines = without_progress(stderr)  # stderr is a pipe: timestamped progress lines first
+    assert len(lines) == 1 and lines[0].startswith("error: ") and stderr.endswith(lines[0] + "\n")
     assert REFUSED[case] in stderr
     assert "Traceback" not in stderr
     assert result is None  # nothing written

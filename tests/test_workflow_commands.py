@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mia_audit.reports.text import printable
-from tests.conftest import DigitsTarget, RunCli
+from tests.conftest import DigitsTarget, RunCli, without_progress
 
 #: The runner's command extensions (workflow commands) and `stop-commands`.
 RUNNER_COMMANDS = {
@@ -160,7 +160,7 @@ def test_cli_error_naming_a_hostile_path_is_one_inert_line(folder: Path, run_cli
     completed = run_cli("run", policy)
 
     assert completed.returncode == 2
-    (line,) = completed.stderr.splitlines()
+    (line,) = without_progress(completed.stderr)
     assert line.startswith("error: model.path: ") and "not found; check the path" in line
     assert "missing\\n::error::forged ##\\x5berror]x.onnx" in line
     assert runner_commands(completed.stderr) == []

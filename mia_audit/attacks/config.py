@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from mia_audit.attacks.queries import View, enumerate_views
+from mia_audit.settings import JsonShorthand
 
 if TYPE_CHECKING:
     pass
@@ -40,7 +41,11 @@ def _query_shorthand(value: Any) -> Any:
     return {"mirror": mirror, "shift": shift}
 
 
-QuerySpec = Annotated[Queries, BeforeValidator(_query_shorthand)]
+QuerySpec = Annotated[
+    Queries,
+    BeforeValidator(_query_shorthand),
+    JsonShorthand({"enum": sorted(_QUERY_SHORTHANDS)}),
+]
 
 
 class AttackConfig(BaseModel):

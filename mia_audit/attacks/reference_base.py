@@ -13,9 +13,9 @@ stays light (no torch); the data types are in `reference_sets`.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mia_audit.attacks.base import Attack, AttackContext
 from mia_audit.attacks.config import AttackConfig
@@ -61,8 +61,19 @@ class ReferenceAttackConfig(AttackConfig):
         return self
 
 
+def _even_online_models(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    """JSON Schema of `_online_count_even`, for an attack whose mode defaults either way."""
+    online = {"properties": {"reference_models": {"multipleOf": 2, "minimum": 2}}}
+    default = cls.model_fields["mode"].default
+    other = "offline" if default == "online" else "online"
+    schema["if"] = {"required": ["mode"], "properties": {"mode": {"const": other}}}
+    schema["then" if other == "online" else "else"] = online
+
+
 class ModeReferenceAttackConfig(ReferenceAttackConfig):
     """A reference attack whose policy entry says how many models and in which mode."""
+
+    model_config = ConfigDict(json_schema_extra=_even_online_models)
 
     reference_models: int = Field(
         4, ge=1, le=4096, description="Reference models to train (online: an even number)."

@@ -54,6 +54,17 @@ def attack_config(name: str) -> type[AttackConfig]:
     return attack_class(name).config_type
 
 
+def reference_attack_names() -> list[str]:
+    """Attacks that train reference (or shadow) models."""
+    from mia_audit.attacks.reference_base import ReferenceAttackConfig
+
+    return [
+        name
+        for name, cls in ATTACKS.entries().items()
+        if issubclass(cls.config_type, ReferenceAttackConfig)
+    ]
+
+
 def attack_config_union() -> Any:
     """The discriminated union of every registered attack's config (for the policy model)."""
     configs = tuple(cls.config_type for cls in ATTACKS.entries().values())

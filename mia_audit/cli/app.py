@@ -28,7 +28,7 @@ from mia_audit.errors import EXIT_INCOMPLETE, EXIT_PASS, MiaAuditError
 from mia_audit.reports.text import printable
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -40,6 +40,12 @@ class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+    gpu = "gpu"  # what people call cuda
+
+    @property
+    def runtime(self) -> str:
+        """The `runtime.device` value it stands for."""
+        return "cuda" if self is Device.gpu else self.value
 
 
 class SchemaKind(str, Enum):
@@ -47,8 +53,19 @@ class SchemaKind(str, Enum):
     result = "result"
 
 
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks of errors.")]
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", help="Show tracebacks of errors, and a progress line for every stage."
+    ),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; verdict only.")]
+DeviceOption = Annotated[
+    Device | None,
+    typer.Option(help="Overrides runtime.device (gpu is cuda).", case_sensitive=False),
+]
+#: The built-in formats, for --help (plugins add theirs; the list is read without loading them).
+FORMATS_HELP = "json, html, markdown, junit, or a plugin's"
 
 
 def _version(value: bool) -> None:
@@ -102,7 +119,7 @@ def _guard(verbose: bool) -> Iterator[_Progress]:
     try:
         yield progress
     except MiaAuditError as error:
-        _fail(str(error).strip(), error.exit_code, verbose)
+        _fail_all([problem.strip() for problem in error.problems], error.exit_code, verbose)
     except (KeyboardInterrupt, _Terminated):
         _fail(progress.interrupted_message(), EXIT_INCOMPLETE, verbose)
     except typer.Exit:
@@ -114,6 +131,13 @@ def _guard(verbose: bool) -> Iterator[_Progress]:
         _fail(message + hint, EXIT_INCOMPLETE, verbose)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _fail_all(messages: list[str], code: int, verbose: bool) -> None:
+    """One `error:` line per problem (a policy with several mistakes lists each)."""
+    for message in messages[:-1]:
+        typer.echo(f"error: {printable(message or 'error')}", err=True)
+    _fail(messages[-1] if messages else "", code, verbose)
 
 
 def _fail(message: str, code: int, verbose: bool) -> None:
@@ -132,11 +156,16 @@ def run(
     output_dir: Annotated[
         Path | None, typer.Option("--output-dir", "-o", help="Overrides outputs.dir.")
     ] = None,
-    device: Annotated[Device | None, typer.Option(help="Overrides runtime.device.")] = None,
+    device: DeviceOption = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Overrides runtime.seed.")] = None,
     formats: Annotated[
         list[str] | None,
-        typer.Option("--format", "-f", help="Report format (repeatable); overrides outputs."),
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="FORMAT",
+            help=f"Report format ({FORMATS_HELP}; repeatable); overrides outputs.formats.",
+        ),
     ] = None,
     baseline: Annotated[
         Path | None,
@@ -174,10 +203,20 @@ def run(
         loaded = _load_with_overrides(policy, output_dir, device, seed, formats, baseline=baseline)
         check_floor(loaded.policy, floor)
         out_dir = loaded.policy.outputs.dir
+        created = not out_dir.exists()
         _check_writable(out_dir)
         from mia_audit.cli.console import ConsoleProgress
 
-        result = run_loaded(loaded, ConsoleProgress(quiet=quiet)).result
+        progress = ConsoleProgress(quiet=quiet, verbose=verbose)
+        progress.say(_run_banner(loaded, policy))
+        try:
+            result = run_loaded(loaded, progress).result
+        except BaseException:
+            if created:  # a refused run leaves no trace, not even an empty report folder
+                _remove_if_empty(out_dir)
+            raise
+        finally:
+            progress.close()
         if floor:
             note = f"gate floor from the command line: {floor.describe()}; the policy's gate is "
             result.notes.append(note + "at least as strict")
@@ -201,12 +240,21 @@ def _load_with_overrides(
     loaded.policy = with_overrides(
         loaded.policy,
         output_dir=output_dir.resolve() if output_dir else None,
-        device=device.value if device else None,
+        device=device.runtime if device else None,
         seed=seed,
         formats=tuple(formats) if formats else None,
         baseline=baseline.resolve() if baseline else None,
     )
     return loaded
+
+
+def _run_banner(loaded: Any, path: Path) -> str:
+    """The first progress line of a run: what it audits, where, and where it caches."""
+    runtime = loaded.policy.runtime
+    return (
+        f"mia-audit {__version__}: {path} ({loaded.policy.name}), device {runtime.device}, "
+        f"cache {runtime.cache_dir}"
+    )
 
 
 def _check_writable(directory: Path) -> None:
@@ -224,6 +272,11 @@ def _check_writable(directory: Path) -> None:
         ) from None
 
 
+def _remove_if_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+
+
 #: What `render` writes when no --format is given (result.json is its input, not an output).
 RENDER_DEFAULT_FORMATS = ("html", "markdown", "junit")
 
@@ -234,7 +287,10 @@ def render(
     formats: Annotated[
         list[str] | None,
         typer.Option(
-            "--format", "-f", help="Format to write (repeatable); default html, markdown, junit."
+            "--format",
+            "-f",
+            metavar="FORMAT",
+            help=f"Format to write ({FORMATS_HELP}; repeatable); default html, markdown, junit.",
         ),
     ] = None,
     output_dir: Annotated[
@@ -287,7 +343,10 @@ def _load_result(path: Path) -> Any:
     except OSError as error:
         raise InputError(f"{path}: cannot read it ({error.strerror})") from None
     except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
-        raise InputError(f"{path}: not valid JSON ({error}); re-run the audit") from None
+        kind = _file_kind(path)
+        if kind is not None:
+            raise InputError(f"{path}: {kind}, not a result.json; {_RENDER_ADVICE}") from None
+        raise InputError(f"{path}: not valid JSON ({error}); {_RENDER_ADVICE}") from None
     version = document.get("schema_version") if isinstance(document, dict) else None
     if isinstance(version, int) and version != SCHEMA_VERSION:
         raise InputError(
@@ -305,6 +364,40 @@ def _load_result(path: Path) -> Any:
         ) from None
 
 
+_RENDER_ADVICE = (
+    "give the result.json that `mia-audit run` wrote in outputs.dir (run the policy first)"
+)
+
+#: What a file that is not a result.json probably is, by its suffix.
+_FILE_KINDS = {
+    ".yaml": "a YAML file (a policy?)",
+    ".yml": "a YAML file (a policy?)",
+    ".html": "an HTML report",
+    ".htm": "an HTML report",
+    ".md": "a Markdown summary",
+    ".xml": "an XML file (a JUnit report?)",
+    ".npz": "a NumPy data archive",
+    ".npy": "a NumPy array",
+    ".onnx": "an ONNX model",
+    ".pt": "a PyTorch file",
+    ".pth": "a PyTorch file",
+}
+
+
+def _file_kind(path: Path) -> str | None:
+    """What the file is when it is not JSON: a policy (by its keys), else by its suffix."""
+    if path.suffix.lower() in (".yaml", ".yml", ""):
+        try:
+            import yaml
+
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError):
+            document = None
+        if isinstance(document, dict) and {"version", "attacks"} <= set(document):
+            return "a mia-audit policy"
+    return _FILE_KINDS.get(path.suffix.lower())
+
+
 def _more(count: int) -> str:
     return "" if count <= 0 else f"; and {count} more problem{'s' if count > 1 else ''}"
 
@@ -312,22 +405,129 @@ def _more(count: int) -> str:
 @app.command()
 def validate(
     policy: Annotated[Path, typer.Argument(help="The policy YAML file.")],
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="A previous result.json for the *_increase conditions, as for run."),
+    ] = None,
+    quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Check a policy (and that the files it names exist) without running anything."""
+    """Check that `run` will not reject the policy: keys, files, the model (format,
+    architecture, classes, input size) and the data, without scoring anything (exit 0 or 2)."""
     with _guard(verbose):
-        from mia_audit.gate.evaluate import utc_today
-        from mia_audit.pipeline.preconditions import check_waivers
-        from mia_audit.policy.loading import check_paths_exist, load_policy
+        from mia_audit.cli.console import ConsoleProgress
+        from mia_audit.pipeline.prepare import prepare_run
+        from mia_audit.pipeline.run import inputs_from_policy
+        from mia_audit.policy.loading import check_paths_exist
 
-        loaded = load_policy(policy)
+        loaded = _load_with_overrides(policy, None, None, None, None, baseline=baseline)
         check_paths_exist(loaded.policy)
-        check_waivers(loaded.policy.gate.suppressions, utc_today())
-        p = loaded.policy
+        progress = ConsoleProgress(quiet=quiet, verbose=verbose)
+        try:
+            prepared = prepare_run(inputs_from_policy(loaded), progress, device="cpu")
+        finally:
+            progress.close()
+        typer.echo(_validated_text(prepared))
+
+
+def _validated_text(prepared: Any) -> str:
+    """What validate checked, in two lines."""
+    from mia_audit.reports.text import plural
+
+    p, audit_set, model = prepared.policy, prepared.data.audit_set, prepared.model
+    shape = "x".join(str(n) for n in audit_set.images.shape[1:])
+    first = (
+        f"policy ok: {p.name} ({plural(len(p.attacks), 'attack')}, "
+        f"{plural(_condition_count(p), 'gate condition')})"
+    )
+    second = (
+        f"model: {model.format}, {plural(prepared.num_classes, 'class', 'classes')}; data: "
+        f"{audit_set.n_members} members, {audit_set.n_non_members} non-members, images {shape}"
+        + (f", baseline {prepared.baseline.info.path}" if prepared.baseline else "")
+    )
+    return printable(first) + "\n" + printable(second)
+
+
+@app.command()
+def plan(
+    policy: Annotated[Path, typer.Argument(help="The policy YAML file.")],
+    device: DeviceOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Say what `run` will do and estimate how long it takes, from a short measured probe
+    (a few training steps, one inference batch); trains nothing (exit 0 or 2)."""
+    import json
+
+    with _guard(verbose):
+        from mia_audit.cli.console import ConsoleProgress
+        from mia_audit.cli.plan_text import plan_text
+        from mia_audit.pipeline.plan import plan_run
+        from mia_audit.pipeline.prepare import prepare_run
+        from mia_audit.pipeline.run import inputs_from_policy
+
+        loaded = _load_with_overrides(policy, None, device, None, None)
+        progress = ConsoleProgress(quiet=quiet, verbose=verbose)
+        try:
+            inputs = inputs_from_policy(loaded)
+            prepared = prepare_run(inputs, progress)
+            planned = plan_run(prepared, inputs.search_path, progress)
+        finally:
+            progress.close()
+        if as_json:
+            typer.echo(json.dumps(planned.to_dict(), indent=2))
+        else:
+            typer.echo(plan_text(planned, policy))
+
+
+@app.command()
+def init(
+    model: Annotated[Path, typer.Option(help="The model file (.onnx, TorchScript, state dict).")],
+    members: Annotated[Path, typer.Option(help="The samples the model was trained on.")],
+    non_members: Annotated[
+        Path, typer.Option("--non-members", help="Held-out samples of the same distribution.")
+    ],
+    population: Annotated[
+        Path | None, typer.Option(help="More held-out data for reference models (optional).")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the policy.")
+    ] = Path("policy.yaml"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing policy file.")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Write a commented starter policy for a model and its data (detected format, classes,
+    image size, architecture and preprocessing; thresholds to review)."""
+    with _guard(verbose):
+        from mia_audit.errors import InputError
+        from mia_audit.policy.starter import SCHEMA_FILE, StarterInputs, starter_policy
+        from mia_audit.store.atomic import atomic_write_text
+
+        if output.exists() and not force:
+            raise InputError(f"--output: {output}: exists; choose another file or give --force")
+        text = starter_policy(
+            StarterInputs(
+                policy=output.resolve(),
+                model=model.resolve(),
+                members=members.resolve(),
+                non_members=non_members.resolve(),
+                population=population.resolve() if population else None,
+            )
+        )
+        atomic_write_text(output, text)
+        schema_file = output.parent / SCHEMA_FILE
+        if not schema_file.exists():  # the starter's first line points editors at it
+            import json
+
+            from mia_audit.policy.loading import policy_json_schema
+
+            schema_text = json.dumps(policy_json_schema(), indent=2, sort_keys=True)
+            atomic_write_text(schema_file, schema_text + "\n")
         typer.echo(
             printable(
-                f"policy ok: {p.name} ({len(p.attacks)} attacks, "
-                f"{_condition_count(p)} gate conditions)"
+                f"wrote {output}: review the lines marked REVIEW, then `mia-audit plan "
+                f"{output}` and `mia-audit run {output}`"
             )
         )
 

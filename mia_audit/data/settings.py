@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 from pydantic import (
+    ConfigDict,
     Field,
     model_validator,
 )
 
-from mia_audit.settings import PolicyPath, StrictModel
+from mia_audit.settings import JsonSchema, PolicyPath, StrictModel
+
+#: JSON Schema of `_one_layout`: members and non_members, or one audit file.
+_ONE_LAYOUT: JsonSchema = {
+    "oneOf": [
+        {"required": ["members", "non_members"], "not": {"required": ["audit"]}},
+        {
+            "required": ["audit"],
+            "not": {"anyOf": [{"required": ["members"]}, {"required": ["non_members"]}]},
+        },
+    ]
+}
 
 
 class DataSpec(StrictModel):
     """Members, non-members and optional population data."""
+
+    model_config = ConfigDict(json_schema_extra=_ONE_LAYOUT)
 
     members: PolicyPath | None = Field(None, description="Samples the model was trained on.")
     non_members: PolicyPath | None = Field(None, description="Held-out samples, same distribution.")

@@ -11,12 +11,13 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BeforeValidator,
+    ConfigDict,
     Field,
     model_validator,
 )
 
 from mia_audit.evaluation.metrics import fpr_key
-from mia_audit.settings import PolicyPath, StrictModel
+from mia_audit.settings import JsonSchema, JsonShorthand, PolicyPath, StrictModel
 
 
 def _scalar_limit(value: Any) -> Any:
@@ -47,7 +48,19 @@ class TprLimit(MetricLimit):
     fpr: float = Field(0.05, ge=0, lt=1)
 
 
-ScalarLimit = Annotated[MetricLimit, BeforeValidator(_scalar_limit)]
+#: JSON Schema of a bare limit (`max_auc: 0.6`) and of a TPR list's shorthands.
+_UNIT_LIMIT: JsonSchema = {"type": "number", "minimum": 0, "maximum": 1}
+_BOUND_LIMIT: JsonSchema = {"type": "number", "minimum": 0}
+
+
+def _limits_shorthands(schema: JsonSchema) -> JsonSchema:
+    """A list of limits, one limit, or bare numbers (`max_tpr_at_fpr: 0.1`)."""
+    item = schema.get("items", {})
+    one = {"anyOf": [_UNIT_LIMIT, item]}
+    return {"anyOf": [_UNIT_LIMIT, item, {"type": "array", "items": one}]}
+
+
+ScalarLimit = Annotated[MetricLimit, BeforeValidator(_scalar_limit), JsonShorthand(_UNIT_LIMIT)]
 
 
 def _tpr_limits(value: Any) -> Any:
@@ -59,6 +72,13 @@ def _tpr_limits(value: Any) -> Any:
 
 def _tpr_limit_item(item: Any) -> Any:
     return {"max": item} if isinstance(item, int | float) and not isinstance(item, bool) else item
+
+
+TprLimits = Annotated[
+    tuple[TprLimit, ...],
+    BeforeValidator(_tpr_limits),
+    JsonShorthand(_limits_shorthands, replace=True),
+]
 
 
 def _point_only(value: Any) -> Any:
@@ -172,26 +192,51 @@ class ConditionId:
 GateLimit = MetricLimit | EpsilonLimit | IncreaseLimit
 
 
+#: Keys of the gate's conditions (the JSON Schema requires one of them).
+_SINGLE_CONDITIONS = (
+    "max_auc",
+    "max_advantage",
+    "max_epsilon_lower_bound",
+    "max_class_auc",
+    "max_auc_increase",
+)
+_LIST_CONDITIONS = ("max_tpr_at_fpr", "max_tpr_at_fpr_increase")
+
+
+def _some_condition(schema: JsonSchema) -> None:
+    """JSON Schema of `_known_conditions`: at least one condition (an empty list is none)."""
+    present: list[JsonSchema] = [{"required": [key]} for key in _SINGLE_CONDITIONS]
+    present += [
+        {"required": [key], "properties": {key: {"not": {"type": "array", "maxItems": 0}}}}
+        for key in _LIST_CONDITIONS
+    ]
+    schema["anyOf"] = present
+
+
 class GateSpec(StrictModel):
     """Conditions that must hold for the audit to pass."""
+
+    model_config = ConfigDict(json_schema_extra=_some_condition)
 
     attacks: tuple[str, ...] | None = Field(
         None, description="Attack ids the conditions apply to by default (default: all)."
     )
     max_auc: ScalarLimit | None = None
-    max_tpr_at_fpr: Annotated[tuple[TprLimit, ...], BeforeValidator(_tpr_limits)] = ()
+    max_tpr_at_fpr: TprLimits = ()
     max_advantage: ScalarLimit | None = None
-    max_epsilon_lower_bound: Annotated[EpsilonLimit, BeforeValidator(_scalar_limit)] | None = Field(
-        None, description="Limit on the empirical epsilon lower bound (statistics.delta)."
-    )
-    max_class_auc: Annotated[ClassAucLimit, BeforeValidator(_scalar_limit)] | None = Field(
-        None, description="Limit on the AUC within each class; the strongest class decides."
-    )
-    max_auc_increase: Annotated[IncreaseLimit, BeforeValidator(_scalar_limit)] | None = Field(
-        None, description="Largest AUC increase over the baseline result, per attack."
-    )
+    max_epsilon_lower_bound: (
+        Annotated[EpsilonLimit, BeforeValidator(_scalar_limit), JsonShorthand(_BOUND_LIMIT)] | None
+    ) = Field(None, description="Limit on the empirical epsilon lower bound (statistics.delta).")
+    max_class_auc: (
+        Annotated[ClassAucLimit, BeforeValidator(_scalar_limit), JsonShorthand(_UNIT_LIMIT)] | None
+    ) = Field(None, description="Limit on the AUC within each class; the strongest class decides.")
+    max_auc_increase: (
+        Annotated[IncreaseLimit, BeforeValidator(_scalar_limit), JsonShorthand(_UNIT_LIMIT)] | None
+    ) = Field(None, description="Largest AUC increase over the baseline result, per attack.")
     max_tpr_at_fpr_increase: Annotated[
-        tuple[TprIncreaseLimit, ...], BeforeValidator(_tpr_limits)
+        tuple[TprIncreaseLimit, ...],
+        BeforeValidator(_tpr_limits),
+        JsonShorthand(_limits_shorthands, replace=True),
     ] = Field((), description="Largest TPR@FPR increase over the baseline result, per attack.")
     baseline: PolicyPath | None = Field(
         None,

@@ -10,7 +10,7 @@ from pydantic import (
     model_validator,
 )
 
-from mia_audit.settings import PolicyPath, StrictModel
+from mia_audit.settings import JsonShorthand, PolicyPath, StrictModel
 
 
 class ModelSpec(StrictModel):
@@ -64,9 +64,11 @@ class Preprocessing(StrictModel):
     std: tuple[Annotated[float, Field(gt=0)], ...] = Field(
         min_length=1, max_length=4, description="Per-channel standard deviation (0..1 scale)."
     )
-    input_size: Annotated[tuple[int, int] | None, BeforeValidator(_size_pair)] = Field(
-        None, description="Resize images to [height, width] (bilinear) when they differ."
-    )
+    input_size: Annotated[
+        tuple[int, int] | None,
+        BeforeValidator(_size_pair),
+        JsonShorthand({"type": "integer"}),
+    ] = Field(None, description="Resize images to [height, width] (bilinear) when they differ.")
     channel_order: Literal["rgb", "bgr"] = Field(
         "rgb", description="Channel order the model expects."
     )
@@ -98,4 +100,8 @@ def _preprocessing_shorthand(value: Any) -> Any:
     return value
 
 
-PreprocessingEntry = Annotated[Preprocessing, BeforeValidator(_preprocessing_shorthand)]
+PreprocessingEntry = Annotated[
+    Preprocessing,
+    BeforeValidator(_preprocessing_shorthand),
+    JsonShorthand({"type": "string", "pattern": r"^\s*[Nn][Oo][Nn][Ee]\s*$"}),  # `none`
+]

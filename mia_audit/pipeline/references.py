@@ -36,6 +36,42 @@ def prepare_references(
     output_kind: OutputKind = "logits",
 ) -> ReferenceModels:
     """Train (or load) every reference model the attacks asked for, once, with their logits."""
+    references = reference_provider(
+        policy,
+        search_path,
+        data,
+        model,
+        num_classes,
+        preprocess,
+        device,
+        progress,
+        notify,
+        output_kind=output_kind,
+    )
+    references.prepare(requests)
+    progress.note(
+        f"reference models: {references.trained} trained, "
+        f"{len(references.model_keys) - references.trained} reused from the cache"
+    )
+    return references
+
+
+def reference_provider(
+    policy: Policy,
+    search_path: Path | None,
+    data: AuditData,
+    model: LoadedModel,
+    num_classes: int,
+    preprocess: Preprocessor,
+    device: str,
+    progress: Progress,
+    notify: Notify | None = None,
+    *,
+    executor: bool = True,
+    output_kind: OutputKind = "logits",
+) -> ReferenceModels:
+    """The provider of the run's reference models (with the policy's executor), before it
+    trains or loads anything. `executor=False` leaves the executor out (a plan trains none)."""
     recipe = policy.reference_training.resolve(policy.model, data.members_available)
     assert recipe.architecture is not None  # the policy validator guarantees one
     audit_set = data.audit_set
@@ -57,13 +93,11 @@ def prepare_references(
             AttackInputClassifier(model.classifier, output_kind), model.sha256, model.engine_key
         ),
     )
-    executor = create_executor(policy.runtime.executor, device=device, notify=progress.note)
-    references = ReferenceModels(
-        setup, policy.runtime.cache_dir, executor=executor, progress=progress, notify=notify
+    chosen = (
+        create_executor(policy.runtime.executor, device=device, notify=progress.note)
+        if executor
+        else None
     )
-    references.prepare(requests)
-    progress.note(
-        f"reference models: {references.trained} trained, "
-        f"{len(references.model_keys) - references.trained} reused from the cache"
+    return ReferenceModels(
+        setup, policy.runtime.cache_dir, executor=chosen, progress=progress, notify=notify
     )
-    return references

@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 
 from mia_audit._version import __version__
-from mia_audit.attacks.base import AttackContext, check_attack_data, check_attack_outputs
+from mia_audit.attacks.base import AttackContext
 from mia_audit.attacks.reference_base import ReferenceAttack
-from mia_audit.attacks.registry import create_attack
 from mia_audit.data.audit import AuditSet
 from mia_audit.environment import describe_environment
 from mia_audit.errors import (
@@ -28,14 +27,11 @@ from mia_audit.errors import (
 )
 from mia_audit.gate.evaluate import (
     _gate_metrics,
-    check_gate_support,
     evaluate_gate,
-    gate_baseline,
     gate_passed,
     utc_today,
 )
 from mia_audit.models.architectures import describe_factories
-from mia_audit.models.device import resolve_device
 from mia_audit.models.inference import Preprocessor
 from mia_audit.models.loading import LoadedModel, load_target
 from mia_audit.models.oracle import ClassifierOracle
@@ -44,20 +40,17 @@ from mia_audit.pipeline.attacks import run_attacks
 from mia_audit.pipeline.inputs import (
     AuditData,
     LoadedSets,
-    build_audit_data,
-    check_population,
     load_data_files,
-    population_requirement,
 )
+from mia_audit.pipeline.plan import check_max_minutes, plan_run
+from mia_audit.pipeline.prepare import PreparedRun, prepare_run
 from mia_audit.pipeline.references import prepare_references
 from mia_audit.pipeline.target import (
-    _check_model,
     _naming_model,
     _target_fit,
     _target_info,
     _target_logits,
     attack_view,
-    preprocessor,
     target_accuracy,
 )
 from mia_audit.pipeline.tracking import Timer, TrustNotes
@@ -136,33 +129,36 @@ def audit(
     `clock` gives the date suppressions expire against (injectable, so tests can pin it).
     """
     progress = progress or SilentProgress()
-    policy = inputs.policy
     timer = Timer()
     trust = TrustNotes(progress)
-    attacks = [create_attack(config) for config in policy.attacks]
-    baseline = gate_baseline(policy.gate)
-    today = clock()
-    preconditions.check_waivers(policy.gate.suppressions, today)
-    with timer.phase("load"):
-        device = resolve_device(policy.runtime.device)
-        data = build_audit_data(policy, inputs.load_sets(), population_requirement(policy))
-        if policy.data.population is not None:
-            check_population(policy, data.members_available, data.audit_set.population)
-        model = inputs.load_model(device)
-    check_gate_support(
-        policy.gate, data.audit_set.n_non_members, policy.statistics.min_false_positives
+    prepared = prepare_run(inputs, progress, clock=clock)
+    if prepared.policy.runtime.max_minutes is not None:
+        check_max_minutes(plan_run(prepared, inputs.search_path, progress))
+    return audit_prepared(inputs, prepared, progress, timer=timer, trust=trust)
+
+
+def audit_prepared(
+    inputs: AuditInputs,
+    prepared: PreparedRun,
+    progress: Progress,
+    *,
+    timer: Timer | None = None,
+    trust: TrustNotes | None = None,
+) -> AuditOutcome:
+    """The rest of `audit` once its inputs are prepared (`prepare_run`): score and decide."""
+    timer = timer or Timer()
+    trust = trust or TrustNotes(progress)
+    timer.seconds["load"] = round(prepared.load_seconds, 3)
+    policy, data, model = prepared.policy, prepared.data, prepared.model
+    attacks, num_classes, preprocess = (
+        list(prepared.attacks),
+        prepared.num_classes,
+        prepared.preprocess,
     )
-    check_attack_data(attacks, data.audit_set.n_members, data.audit_set.n_non_members)
-    for note in data.audit_set.notes:  # result.json keeps these under data.notes
-        progress.note(note)
-    notes = _checked_sizes(policy, data.audit_set)
-    for note in notes:
-        progress.note(note)
-    preprocess = preprocessor(policy)
+    baseline, today, device = prepared.baseline, prepared.today, prepared.device
+    notes = list(prepared.notes)
+    outputs = prepared.outputs
     with timer.phase("inference"), _naming_model(policy):
-        num_classes, model, outputs = _check_model(model, data, policy, preprocess)
-        check_attack_outputs(attacks, outputs.kind, _kind_source(outputs.declared))
-        progress.note(outputs.note)
         raw = _target_logits(
             policy, model, data.audit_set, preprocess, attacks, progress, trust.note
         )
@@ -242,10 +238,6 @@ def audit(
     return AuditOutcome(result, scores, data.audit_set)
 
 
-def _kind_source(declared: str) -> str:
-    return "detected from the probe batch" if declared == "auto" else "model.outputs"
-
-
 def _oracle(
     attacks: list[Any],
     model: LoadedModel,
@@ -259,24 +251,6 @@ def _oracle(
     return ClassifierOracle(
         model.classifier, preprocess, audit_set.images, policy.runtime.batch_size
     )
-
-
-def _checked_sizes(policy: Policy, audit_set: AuditSet) -> list[str]:
-    size = preconditions.AuditSize(
-        audit_set.n_members, audit_set.n_non_members, _class_sizes(audit_set)
-    )
-    return preconditions.check_sample_sizes(
-        policy.gate, size, policy.statistics, policy.preconditions
-    )
-
-
-def _class_sizes(audit_set: AuditSet) -> list[tuple[int, int]]:
-    """(members, non-members) of every class in the audit set."""
-    labels, members = audit_set.labels, audit_set.is_member
-    return [
-        (int((members & (labels == c)).sum()), int((~members & (labels == c)).sum()))
-        for c in np.unique(labels)
-    ]
 
 
 # --- result pieces ----------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from mia_audit.pipeline.inputs import AuditData
 from mia_audit.pipeline.preconditions import TargetFit
 from mia_audit.policy.schema import Policy
 from mia_audit.progress import Notify, Progress
+from mia_audit.reports.text import plural
 from mia_audit.result import (
     Accuracy,
     TargetInfo,
@@ -133,7 +134,8 @@ def _target_logits(
         preprocess=preprocess,
         engine=model.engine_key,
     )
-    with progress.stage(f"target inference ({len(views)} views)", len(audit_set.labels)) as advance:
+    description = f"target inference ({plural(len(views), 'view')})"
+    with progress.stage(description, len(audit_set.labels)) as advance:
         logits = cached_predict(
             cache,
             request,

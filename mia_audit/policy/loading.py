@@ -14,7 +14,7 @@ from pydantic import (
 
 from mia_audit.errors import PolicyError
 from mia_audit.policy._yaml import Location, load_yaml
-from mia_audit.policy.messages import describe_validation_error
+from mia_audit.policy.messages import describe_problems
 from mia_audit.policy.run import RuntimeSpec
 from mia_audit.policy.schema import Policy
 from mia_audit.reports.settings import OutputSpec
@@ -51,7 +51,7 @@ def parse_policy(
     try:
         return Policy.model_validate(document, context={"base_dir": base_dir})
     except ValidationError as error:
-        raise PolicyError(describe_validation_error(error, source, lines or {})) from None
+        raise PolicyError.listing(describe_problems(error, source, lines or {})) from None
 
 
 def policy_json_schema() -> dict[str, Any]:
@@ -95,7 +95,7 @@ def with_overrides(
             }
         )
     except ValidationError as error:
-        raise PolicyError(describe_validation_error(error, "command line", {})) from None
+        raise PolicyError.listing(describe_problems(error, "command line", {})) from None
 
 
 def check_paths_exist(policy: Policy) -> None:

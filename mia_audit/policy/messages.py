@@ -19,21 +19,57 @@ from pydantic import (
 from mia_audit.policy._yaml import Location
 from mia_audit.policy.schema import Policy
 
+#: Problems listed one by one; the rest are counted.
+MAX_PROBLEMS = 8
+
 
 def describe_validation_error(
     error: ValidationError, source: Path | str, lines: dict[Location, int]
 ) -> str:
-    """One line: file, line, the YAML path of the first problem, and what is wrong."""
+    """The problems as lines (`describe_problems`), joined: one line when there is one."""
+    return "\n".join(describe_problems(error, source, lines))
+
+
+def describe_problems(
+    error: ValidationError, source: Path | str, lines: dict[Location, int]
+) -> list[str]:
+    """One line per problem: file, line, the YAML path, what is wrong and, for a misspelt key
+    or attack, what was probably meant. A key with several complaints (each member of a union
+    of forms complains) gets the first; past MAX_PROBLEMS the rest are counted."""
+    described: dict[Location, str] = {}
     problems = error.errors(include_url=False)
-    first = problems[0]
-    yaml_path = _yaml_location(first["loc"], lines)
+    for problem in problems:
+        if _follows_from_items(problem, problems):
+            continue
+        yaml_path = _yaml_location(problem["loc"], lines)
+        if yaml_path not in described:
+            described[yaml_path] = _one_problem(problem, yaml_path, source, lines)
+    messages = list(described.values())
+    if len(messages) > MAX_PROBLEMS:
+        rest = len(messages) - MAX_PROBLEMS
+        more = f"{rest} more problem{'s' if rest > 1 else ''}"
+        messages = [
+            *messages[:MAX_PROBLEMS],
+            f"{source}: {more}; fix these and run `mia-audit validate` again",
+        ]
+    return messages
+
+
+def _follows_from_items(problem: Any, problems: Sequence[Any]) -> bool:
+    """A list's "too short" that only says its items failed (pydantic counts the valid ones)."""
+    if problem["type"] != "too_short":
+        return False
+    loc = tuple(problem["loc"])
+    return any(len(p["loc"]) > len(loc) and tuple(p["loc"][: len(loc)]) == loc for p in problems)
+
+
+def _one_problem(
+    problem: Any, yaml_path: Location, source: Path | str, lines: dict[Location, int]
+) -> str:
     line = _line_of(yaml_path, lines)
     where = f"{source}" + (f" line {line}" if line else "")
     field = _dotted(yaml_path) or "policy"
-    message = _problem_text(first, yaml_path)
-    more = len(problems) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{where}: {field}: {message}{suffix}"
+    return f"{where}: {field}: {_problem_text(problem, yaml_path)}"
 
 
 def _yaml_location(loc: Sequence[str | int], lines: dict[Location, int]) -> Location:

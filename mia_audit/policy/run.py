@@ -9,10 +9,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 
-from mia_audit.references.executors import executor_config_union
+from mia_audit.references.executors import executor_config_union, executor_kinds
 from mia_audit.references.executors.base import ExecutorConfig
 from mia_audit.references.executors.local import LocalExecutorConfig
-from mia_audit.settings import PolicyPath, StrictModel
+from mia_audit.settings import JsonShorthand, PolicyPath, StrictModel
+
+
+def device_alias(value: Any) -> Any:
+    """`gpu` is what people call `cuda`."""
+    return "cuda" if isinstance(value, str) and value.strip().lower() == "gpu" else value
 
 
 def _bare_executor_kind(value: Any) -> Any:
@@ -22,7 +27,11 @@ def _bare_executor_kind(value: Any) -> Any:
 if typing.TYPE_CHECKING:
     ExecutorEntry = ExecutorConfig
 else:
-    ExecutorEntry = Annotated[executor_config_union(), BeforeValidator(_bare_executor_kind)]
+    ExecutorEntry = Annotated[
+        executor_config_union(),
+        BeforeValidator(_bare_executor_kind),
+        JsonShorthand(lambda _: {"enum": executor_kinds()}),  # `executor: local`
+    ]
 
 
 class Preconditions(StrictModel):
@@ -77,7 +86,14 @@ class Preconditions(StrictModel):
 class RuntimeSpec(StrictModel):
     """How the run goes: device, seed, batch size, cache, precision, executor."""
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Annotated[
+        Literal["auto", "cpu", "cuda"],
+        BeforeValidator(device_alias),
+        JsonShorthand({"type": "string", "pattern": r"^\s*[Gg][Pp][Uu]\s*$"}),  # `gpu`
+    ] = Field(
+        "auto",
+        description="auto (a CUDA GPU when there is one), cpu, or cuda (`gpu` means cuda).",
+    )
     seed: int = Field(0, ge=0)
     batch_size: int = Field(512, ge=1)
     cache_dir: PolicyPath = Field(
@@ -88,6 +104,12 @@ class RuntimeSpec(StrictModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
         description="GPU inference precision; `auto` uses bf16 when logits match fp32 closely.",
+    )
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Refuse the run (exit 2) before it starts when `mia-audit plan` estimates "
+        "it at more minutes than this (a measured probe: a few training steps, one batch).",
     )
     executor: ExecutorEntry = Field(
         default_factory=LocalExecutorConfig,

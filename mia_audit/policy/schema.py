@@ -11,13 +11,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BeforeValidator,
+    ConfigDict,
     Field,
     model_validator,
 )
 
 from mia_audit.attacks.config import AttackConfig
 from mia_audit.attacks.reference_base import ReferenceAttackConfig
-from mia_audit.attacks.registry import attack_config_union
+from mia_audit.attacks.registry import attack_config_union, attack_names, reference_attack_names
 from mia_audit.data.settings import DataSpec
 from mia_audit.evaluation.settings import StatisticsSpec
 from mia_audit.gate.spec import GateSpec
@@ -25,7 +26,7 @@ from mia_audit.models.settings import ModelSpec, PreprocessingEntry
 from mia_audit.policy.run import Preconditions, RuntimeSpec
 from mia_audit.references.settings import ReferenceTraining
 from mia_audit.reports.settings import OutputSpec
-from mia_audit.settings import StrictModel
+from mia_audit.settings import JsonSchema, JsonShorthand, StrictModel
 
 POLICY_VERSION = 1
 
@@ -42,11 +43,34 @@ else:
     AttackEntry = Annotated[
         attack_config_union(),
         BeforeValidator(_bare_attack_name),
+        JsonShorthand(lambda _: {"enum": attack_names()}),  # `- loss`, read at schema time
     ]
+
+
+def _reference_architecture_rule(schema: JsonSchema) -> None:
+    """JSON Schema of `_check_reference_architecture`: a reference attack needs an
+    architecture, in `model` or in `reference_training`."""
+    names = reference_attack_names()
+    entry = {"type": "object", "properties": {"name": {"enum": names}}, "required": ["name"]}
+    schema["if"] = {
+        "required": ["attacks"],
+        "properties": {"attacks": {"contains": {"anyOf": [{"enum": names}, entry]}}},
+    }
+    schema["then"] = {
+        "anyOf": [
+            {"properties": {"model": {"required": ["architecture"]}}},
+            {
+                "required": ["reference_training"],
+                "properties": {"reference_training": {"required": ["architecture"]}},
+            },
+        ]
+    }
 
 
 class Policy(StrictModel):
     """A whole audit policy (version 1)."""
+
+    model_config = ConfigDict(json_schema_extra=_reference_architecture_rule)
 
     version: Literal[1] = Field(description="Policy format version.")
     name: str = Field(min_length=1, max_length=200)

@@ -58,6 +58,7 @@ from mia_audit.references.fit import (
 from mia_audit.references.plans import ReferencePlan, make_plan
 from mia_audit.references.settings import TRAINER_VERSION, TrainingRecipe
 from mia_audit.references.training import TrainingData, TrainingJob
+from mia_audit.reports.text import plural
 from mia_audit.store.cache import StateDict, entry_key, logits_store, model_store
 from mia_audit.store.hashing import arrays_sha256, json_sha256
 
@@ -130,6 +131,25 @@ class ReferenceSetup:
     @property
     def n_population(self) -> int:
         return 0 if self.population is None else len(self.population)
+
+
+@dataclass(frozen=True)
+class ReferenceSurvey:
+    """What preparing a run's reference models would do (`ReferenceModels.survey`)."""
+
+    #: (mode, count, models of the set found in the cache) per requested set.
+    sets: tuple[tuple[Mode, int, int], ...]
+    #: Distinct models (offline sets share their first models) and those in the cache.
+    models: int
+    cached: int
+    #: Images the models to train go through (their training samples x epochs).
+    training_images: int
+    #: Images the models are run on (audit set, population; every view the cache lacks).
+    inference_images: int
+
+    @property
+    def to_train(self) -> int:
+        return self.models - self.cached
 
 
 @dataclass(frozen=True)
@@ -239,6 +259,37 @@ class ReferenceModels:
             model_keys=group.keys,
         )
 
+    def survey(self, requests: Iterable[ReferenceRequest]) -> ReferenceSurvey:
+        """What preparing these requests would do, without training or reading any model:
+        which models the cache holds (by file, before any check), the images the models to
+        train would go through, and the images every model would be run on (views whose
+        logits the cache lacks). For `mia-audit plan`."""
+        for request in requests:
+            group = self._group(request.mode, request.count)
+            group.views.update((IDENTITY, *request.views))
+            group.population = group.population or request.population
+        wanted = self._wanted()
+        cached = {key for key in wanted if key in self.models}
+        to_train = [key for key in wanted if key not in cached]
+        epochs = self.setup.recipe.epochs
+        training = sum(len(self._task_of(key)[1].job.index) * epochs for key in to_train)
+        inference = sum(
+            len(self._images(part))
+            for key, items in wanted.items()
+            for part, view in items
+            if key in to_train
+            or entry_key("logits", self._request(key, part).key_parts(view)) not in self.logits
+        )
+        sets = tuple(
+            (mode, count, sum(key in cached for key in group.keys))
+            for (mode, count), group in self._groups.items()
+        )
+        return ReferenceSurvey(sets, len(wanted), len(cached), training, inference)
+
+    def training_pool(self) -> TrainingData:
+        """The training data of the first set prepared or surveyed (for a throughput probe)."""
+        return next(iter(self._pools.values())).data
+
     # plans, pools and keys
 
     def _group(self, mode: Mode, count: int) -> _Group:
@@ -343,7 +394,7 @@ class ReferenceModels:
         retrain = [key for key in pending if key not in cached]
         if not cached:
             return retrain
-        description = f"checking {len(cached)} cached reference models"
+        description = f"checking {plural(len(cached), 'cached reference model')}"
         with self.progress.stage(description, self._inference_total(cached)) as advance:
             for key, items in cached.items():
                 if not self._use_cached_model(key, items, advance):
@@ -405,7 +456,7 @@ class ReferenceModels:
         for mode, mode_tasks in by_mode.items():
             data = self._pools[mode].data
             images = sum(len(task.job.index) for task in mode_tasks) * self.setup.recipe.epochs
-            description = f"training {len(mode_tasks)} {mode} reference models"
+            description = f"training {plural(len(mode_tasks), f'{mode} reference model')}"
             with self.progress.stage(description, images) as advance:
                 self.executor.train(
                     mode_tasks,
@@ -413,8 +464,19 @@ class ReferenceModels:
                     self.setup.recipe,
                     self.setup.architecture,
                     self._store,
-                    advance,
+                    self._counting_models(advance, len(mode_tasks)),
                 )
+
+    def _counting_models(self, advance: Advance, total: int) -> Advance:
+        """`advance` with how many of the stage's models are trained so far in its detail
+        (the executor says which epoch; the cache hears of each finished model)."""
+        before = self.trained
+
+        def counted(n: int, /, detail: str | None = None) -> None:
+            models = f"{self.trained - before} of {total} models trained"
+            advance(n, f"{models}, {detail}" if detail else models)
+
+        return counted
 
     def _store(self, task: TrainingTask, state: StateDict) -> None:
         self.models.put(task.key, state)
@@ -424,7 +486,7 @@ class ReferenceModels:
         """Logits and fit of the models this run trained; say when they do not fit their plan."""
         if not pending:
             return
-        description = f"reference inference ({len(pending)} models)"
+        description = f"reference inference ({plural(len(pending), 'model')})"
         with self.progress.stage(description, self._inference_total(pending)) as advance:
             for key, items in pending.items():
                 classifier = self._trained_classifier(key)
@@ -581,7 +643,7 @@ class ReferenceModels:
             preprocess=setup.preprocess,
             engine=setup.target.engine,
         )
-        description = f"target inference on the population ({len(views)} views)"
+        description = f"target inference on the population ({plural(len(views), 'view')})"
         with self.progress.stage(description, setup.n_population) as advance:
             logits = cached_predict(
                 self.logits,

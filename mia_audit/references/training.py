@@ -197,7 +197,8 @@ def _steps_per_epoch(n: int, batch_size: int) -> int:
 def _train_lockstep(runs: Sequence[_Run], recipe: TrainingRecipe, advance: Advance | None) -> None:
     import torch
 
-    for _ in range(recipe.epochs):
+    for epoch in range(recipe.epochs):
+        detail = f"epoch {epoch + 1}/{recipe.epochs}"
         schedules = [run.epoch_batches(recipe.batch_size) for run in runs]
         for step in range(max(len(s) for s in schedules)):
             for run, batches in zip(runs, schedules, strict=True):
@@ -210,7 +211,7 @@ def _train_lockstep(runs: Sequence[_Run], recipe: TrainingRecipe, advance: Advan
                 else:
                     run.step(batches[step], recipe)
                 if advance is not None:
-                    advance(len(batches[step]))
+                    advance(len(batches[step]), detail)
     if runs and runs[0].stream is not None:
         torch.cuda.synchronize()
     for run in runs:
@@ -239,3 +240,46 @@ def _scheduler(
     if recipe.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+
+
+def measure_training(
+    build: Builder,
+    data: TrainingData,
+    recipe: TrainingRecipe,
+    device: str,
+    *,
+    batch_size: int,
+    steps: int = 2,
+) -> tuple[float, nn.Module]:
+    """Images per second of one model training with `recipe` on `device`, from `steps` timed
+    steps of `batch_size` images (a first, untimed step pays for allocation and kernel choice),
+    and the model after them (for an inference probe). For `mia-audit plan`: a few steps, never
+    a whole model.
+    """
+    import time
+
+    batch_size = max(2, min(batch_size, len(data.labels)))
+    rows = np.arange(min(len(data.labels), batch_size * (steps + 1)))
+    probe_recipe = recipe.model_copy(update={"epochs": 1, "batch_size": batch_size})
+    with _out_of_memory_as_error():
+        run = _Run(
+            build, TrainingJob(rows, seed=0), probe_recipe, device, _DeviceData(data, device)
+        )
+        batches = [b for b in run.epoch_batches(batch_size) if len(b) == batch_size]
+        batches = (batches * (steps + 1))[: steps + 1]
+        run.step(batches[0], probe_recipe)
+        _synchronize(device)
+        start = time.perf_counter()
+        for batch in batches[1:]:
+            run.step(batch, probe_recipe)
+        _synchronize(device)
+        seconds = time.perf_counter() - start
+    run.model.eval()
+    return steps * batch_size / max(seconds, 1e-9), run.model
+
+
+def _synchronize(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()

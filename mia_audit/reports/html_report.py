@@ -25,7 +25,14 @@ from mia_audit.reports.markdown_report import (
     intervals_note,
     metric_name,
 )
-from mia_audit.result import AttackResult, ClassBreakdown, Condition, Result, strongest_attack
+from mia_audit.result import (
+    AttackResult,
+    ClassBreakdown,
+    Condition,
+    Result,
+    failed_conditions_text,
+    strongest_attack,
+)
 
 TEMPLATE = "report.html.j2"
 
@@ -437,6 +444,7 @@ def report_context(result: Result) -> dict[str, Any]:
         "with_epsilon": any(a.epsilon_lower_bound is not None for a in result.attacks),
         "slices": [],
         "strongest": strongest,
+        "failed": failed_conditions_text(result),
         "strongest_tpr": headline_tpr(strongest) if strongest else "n/a",
         "accuracy": {
             "members": percent(accuracy.members),

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mia_audit.reports import register_format
-from mia_audit.result import AttackResult, Condition, Interval, Result, strongest_attack
+from mia_audit.result import (
+    AttackResult,
+    Condition,
+    Interval,
+    Result,
+    failed_conditions_text,
+    strongest_attack,
+    worst_attack,
+)
 
 #: GitHub refuses step summaries of 1 MiB or more.
 MAX_BYTES = 1024 * 1024
@@ -68,11 +76,15 @@ def verdict_lines(result: Result) -> list[str]:
         counts = f"{total - failed} of {total} gate conditions hold"
     if waived:
         counts += f", {waived} failure{'s' if waived > 1 else ''} waived"
-    return [
+    lines = [
         f"## mia-audit: {verdict} — {escape(result.policy.name)}",
         "",
         f"**{verdict}**: {counts}. Exit code {result.exit_code} ({meaning}).",
     ]
+    deciding = failed_conditions_text(result)
+    if deciding:  # the deciding attack of each failed condition, before any other figure
+        lines += ["", "**Failed:** " + "; ".join(escape(line) for line in deciding) + "."]
+    return lines
 
 
 def metric_name(condition: Condition) -> str:
@@ -211,9 +223,17 @@ def attacks_lines(result: Result) -> list[str]:
         "",
         *_table(header, rows, "lrrrrr" + ("r" if with_epsilon else "")),
         "",
-        f"Strongest attack (highest TPR at 5 % FPR): {strongest}.",
+        f"Strongest attack (highest TPR at 5 % FPR): {strongest}.{_highest_auc_text(result)}",
         *intervals_note(result),
     ]
+
+
+def _highest_auc_text(result: Result) -> str:
+    """ " Highest AUC: <attack> (<auc>)." when another attack than the strongest has it."""
+    top = worst_attack(result, "auc")
+    if top is None or top.id == strongest_attack(result).id:
+        return ""
+    return f" Highest AUC: {escape(top.id)} ({top.auc:.4f})."
 
 
 def slice_items(result: Result) -> list[str]:
@@ -232,7 +252,7 @@ def slice_items(result: Result) -> list[str]:
         parts = [
             f"{row.name} AUC "
             + ("n/a" if row.auc is None else f"{row.auc:.4f} {interval_text(row.auc_ci, 3)}")
-            + f" ({row.n_members}/{row.n_non_members})"
+            + f" ({row.n_members} members, {row.n_non_members} non-members)"
             for row in attack.slices
         ]
         if parts:

@@ -10,7 +10,13 @@ from pydantic import (
     Field,
 )
 
-from mia_audit.settings import PolicyPath, StrictModel
+from mia_audit.settings import JsonShorthand, PolicyPath, StrictModel
+
+
+def _format_names() -> list[str]:
+    from mia_audit.reports import format_names
+
+    return list(format_names())
 
 
 def _available_format(value: str) -> str:
@@ -22,7 +28,11 @@ def _available_format(value: str) -> str:
     return value
 
 
-OutputFormat = Annotated[str, AfterValidator(_available_format)]
+OutputFormat = Annotated[
+    str,
+    AfterValidator(_available_format),
+    JsonShorthand(lambda _: {"enum": _format_names()}, replace=True),
+]
 
 
 class OutputSpec(StrictModel):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mia_audit.reports.text import printable
-from mia_audit.result import Condition, Result, strongest_attack
+from mia_audit.result import Condition, Result, strongest_attack, worst_attack
 
 
 def _waiver_text(condition: Condition) -> str:
@@ -54,6 +54,9 @@ def summary_text(result: Result, written: Sequence[Path] = ()) -> str:
         f"strongest attack: {best.id}  AUC {best.auc:.4f}  "
         f"TPR@5% FPR {best.tpr_at_fpr.get('0.05', float('nan')):.4f}"
     )
+    top = worst_attack(result, "auc")
+    if top is not None and top.id != best.id:
+        lines.append(f"highest AUC: {top.id}  AUC {top.auc:.4f}")
     accuracy = result.target.accuracy
     lines.append(
         f"target accuracy: members {accuracy.members:.3f}, non-members {accuracy.non_members:.3f}"

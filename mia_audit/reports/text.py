@@ -38,3 +38,22 @@ def _escape(char: str) -> str:
     if code < 0x10000:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
+
+
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """`1 view`, `2 views`: the count with the noun in the right number (last word only)."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {plural_form or noun + 's'}"
+
+
+def duration_text(seconds: float) -> str:
+    """`42s`, `3m05s`, `2h07m`: short and unambiguous in a log line."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
