@@ -499,14 +499,20 @@ def _keep_token_off_disk() -> None:
     A token or mode the user set is left alone."""
     if "RAY_AUTH_MODE" in os.environ or "RAY_AUTH_TOKEN" in os.environ:
         return
-    try:  # Ray read its settings when imported: they are re-read after the change
-        from ray._raylet import AuthenticationTokenLoader, Config
-    except ImportError:  # another Ray: its own default applies
+    import importlib
+
+    # Ray read its settings when it was imported: they are re-read after the change.
+    raylet = importlib.import_module("ray._raylet")
+    config, loader = (
+        getattr(raylet, "Config", None),
+        getattr(raylet, "AuthenticationTokenLoader", None),
+    )
+    if config is None or loader is None:  # another Ray: its own default applies
         return
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
+    config.initialize("")
+    loader.instance().reset_cache()
 
 
 def _models(group: Sequence[TrainingTask]) -> str:
