@@ -8,11 +8,12 @@ many torch threads as the local run), and the cache is shared both ways: models 
 are reused by a local run, and models trained locally by a Ray run.
 
 A two-node cluster on this machine (`ray.cluster_utils.Cluster`, started by this module) is then
-the cluster the runs connect to: a worker process killed mid-task is retried and the run
-gives the same attacks; a driver interrupted (SIGINT) after its first model is cached leaves the
-finished models cached and the rerun trains only the rest; a task whose training code raises is
-exit 3 naming the model and the worker's error. An address nothing answers at is exit 2 naming
-it, and asking for Ray where it cannot be imported is exit 2 with the install command.
+the cluster the runs connect to: a worker process killed mid-task is retried and the run gives
+the same attacks, and so does a run that loses a node mid-task; a driver interrupted (SIGINT)
+after its first model is cached leaves the finished models cached and the rerun trains only the
+rest; a task whose training code raises is exit 3 naming the model and the worker's error. An
+address nothing answers at is exit 2 naming it, and asking for Ray where it cannot be imported
+is exit 2 with the install command.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -36,6 +37,9 @@ import yaml
 
 from tests.conftest import CONSOLE_SCRIPT, DigitsTarget, RunCli
 from tests.test_interrupt import interrupt, model_files
+
+if TYPE_CHECKING:
+    from ray.cluster_utils import Cluster
 
 MODELS = 4
 #: The torch threads a local run trains with; Ray tasks reserve as many CPUs (and train with as
@@ -210,37 +214,45 @@ def test_models_trained_locally_are_reused_by_a_ray_run(
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    """A head node and a worker node, each with as many CPUs as a task reserves; its address."""
+def two_nodes() -> Iterator[Cluster]:
+    """A head node and a worker node, each with as many CPUs as a task reserves."""
     from ray.cluster_utils import Cluster
 
-    two_nodes = Cluster(
+    started = Cluster(
         initialize_head=True, head_node_args={"num_cpus": THREADS, "include_dashboard": False}
     )
     try:
-        two_nodes.add_node(num_cpus=THREADS)
-        two_nodes.wait_for_nodes()
-        yield two_nodes.address
+        started.add_node(num_cpus=THREADS)
+        started.wait_for_nodes()
+        yield started
     finally:
-        two_nodes.shutdown()
+        started.shutdown()
 
 
-def _descends_from_this_process(pid: int) -> bool:
-    """Whether `pid` is one of this test process's descendants (the cluster's own processes;
-    other Ray instances on the machine are left alone)."""
+@pytest.fixture(scope="module")
+def cluster(two_nodes: Cluster) -> str:
+    """The two-node cluster's address."""
+    return str(two_nodes.address)
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether process `pid` descends from `ancestor` (the cluster's processes descend from
+    this test process; other Ray instances on the machine are left alone)."""
     while pid > 1:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             return False
         pid = int(stat.rsplit(")", 1)[1].split()[1])
-        if pid == os.getpid():
+        if pid == ancestor:
             return True
     return False
 
 
-def _training_workers() -> list[int]:
-    """The cluster's worker processes running a training task now (Ray titles them so)."""
+def _training_workers(ancestor: int | None = None) -> list[int]:
+    """The cluster's worker processes running a training task now (Ray titles them so), of
+    the processes below `ancestor` (default: this test process)."""
+    ancestor = os.getpid() if ancestor is None else ancestor
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -249,30 +261,28 @@ def _training_workers() -> list[int]:
             title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
         except OSError:
             continue
-        if title.startswith(TASK_TITLE) and _descends_from_this_process(int(entry.name)):
+        if title.startswith(TASK_TITLE) and _descends_from(int(entry.name), ancestor):
             found.append(int(entry.name))
     return found
 
 
-def _kill_a_training_worker(process: subprocess.Popen[str]) -> int:
-    """SIGKILL the first worker process seen training; its pid."""
+def _first_training_worker(process: subprocess.Popen[str], ancestor: int | None = None) -> int:
+    """The pid of the first worker process (below `ancestor`) seen training."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"the run ended before a worker was killed: {process.communicate()}")
-        workers = _training_workers()
+            pytest.fail(f"the run ended before a worker was seen training: {process.communicate()}")
+        workers = _training_workers(ancestor)
         if workers:
-            os.kill(workers[0], signal.SIGKILL)
             return workers[0]
         time.sleep(0.05)
     pytest.fail("no worker was seen training within 180 s")
 
 
-def test_a_worker_killed_mid_task_is_retried(
-    folder: Path, cluster: str, local_attacks: list[Any]
-) -> None:
-    executor = ray_executor(cluster, models_per_task=1, max_retries=2)
-    policy = write_policy(folder, "killed", executor, cache=".cache-killed")
+def _run_with_fault(
+    policy: Path, fault: Callable[[subprocess.Popen[str]], None]
+) -> tuple[int, str]:
+    """Run the policy through the console script, inflict `fault` on it; exit code, stderr."""
     process = subprocess.Popen(
         [str(CONSOLE_SCRIPT), "run", str(policy)],
         stdout=subprocess.PIPE,
@@ -281,17 +291,54 @@ def test_a_worker_killed_mid_task_is_retried(
         env={**os.environ, "COLUMNS": "200"},
     )
     try:
-        killed = _kill_a_training_worker(process)
+        fault(process)
         stdout, stderr = process.communicate(timeout=600)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
-    assert not Path(f"/proc/{killed}").exists()
-    assert process.returncode == 0, stdout + stderr
-    assert f"ray: {MODELS} reference models trained" in stderr
+    return process.returncode, stdout + stderr
+
+
+def test_a_worker_killed_mid_task_is_retried(
+    folder: Path, cluster: str, local_attacks: list[Any]
+) -> None:
+    executor = ray_executor(cluster, models_per_task=1, max_retries=2)
+    policy = write_policy(folder, "killed", executor, cache=".cache-killed")
+    killed: list[int] = []
+
+    def kill_a_worker(process: subprocess.Popen[str]) -> None:
+        killed.append(_first_training_worker(process))
+        os.kill(killed[0], signal.SIGKILL)
+
+    code, output = _run_with_fault(policy, kill_a_worker)
+    assert killed and not Path(f"/proc/{killed[0]}").exists()
+    assert code == 0, output
+    assert f"ray: {MODELS} reference models trained" in output
     assert len(model_files_in(folder / ".cache-killed")) == MODELS
     assert attacks(folder / "out-killed") == local_attacks
+
+
+def test_a_node_lost_mid_task_is_retried(
+    folder: Path, two_nodes: Cluster, local_attacks: list[Any]
+) -> None:
+    """A third node joins; once one of its workers trains, the node is killed outright."""
+    doomed = two_nodes.add_node(num_cpus=THREADS)
+    two_nodes.wait_for_nodes()
+    raylet = doomed.all_processes["raylet"][0].process.pid
+    executor = ray_executor(str(two_nodes.address), models_per_task=1, max_retries=2)
+    policy = write_policy(folder, "node-lost", executor, cache=".cache-node-lost")
+    lost: list[int] = []
+
+    def lose_the_node(process: subprocess.Popen[str]) -> None:
+        lost.append(_first_training_worker(process, ancestor=raylet))
+        two_nodes.remove_node(doomed, allow_graceful=False)
+
+    code, output = _run_with_fault(policy, lose_the_node)
+    assert lost and not Path(f"/proc/{raylet}").exists()
+    assert code == 0, output
+    assert f"ray: {MODELS} reference models trained" in output
+    assert attacks(folder / "out-node-lost") == local_attacks
 
 
 def model_files_in(cache: Path) -> list[Path]:

@@ -323,7 +323,7 @@ class RayExecutor:
     ) -> None:
         if not tasks:
             return
-        ray = self._connect()
+        ray = self.connect()
         config = self.config
         settings = WorkerSettings(config.device, config.cpus_per_task, config.models_at_once)
         remote = ray.remote(train_group).options(
@@ -348,7 +348,8 @@ class RayExecutor:
 
     # connecting
 
-    def _connect(self) -> ModuleType:
+    def connect(self) -> ModuleType:
+        """Connect to the cluster now (the first `train` does otherwise); the `ray` module."""
         if self._ray is not None:
             return self._ray
         ray = import_ray()
