@@ -90,7 +90,10 @@ def jobs(k: int, n_images: int, n_pool: int, seed: int) -> list[TrainingJob]:
 
 
 def run(
-    data: TrainingData, job_list: list[TrainingJob], recipe: TrainingRecipe, device: str,
+    data: TrainingData,
+    job_list: list[TrainingJob],
+    recipe: TrainingRecipe,
+    device: str,
     group: int,
 ) -> Timing:
     build = lambda: build_architecture("resnet18", 10, cifar_stem=bool(recipe.cifar_stem))  # noqa: E731
@@ -113,8 +116,13 @@ def main() -> None:
     pool = images[:50_000].transpose(0, 3, 1, 2).copy()
     data = TrainingData(pool, labels[:50_000], CIFAR_MEAN, CIFAR_STD)
     recipe = TrainingRecipe(
-        architecture="resnet18", cifar_stem=args.arch_stem == "cifar", epochs=args.epochs,
-        batch_size=args.batch_size, optimizer="sgd", lr=0.1, weight_decay=5e-4,
+        architecture="resnet18",
+        cifar_stem=args.arch_stem == "cifar",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer="sgd",
+        lr=0.1,
+        weight_decay=5e-4,
         augment=("flip", "crop"),
     )
     print(machine_line())

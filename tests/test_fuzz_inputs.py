@@ -173,8 +173,7 @@ SCALARS = (
 KEYS = st.sampled_from(KNOWN_KEYS) | ODD_TEXT | st.integers(-3, 3) | st.none() | st.dates()
 VALUES = st.recursive(
     SCALARS,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(KEYS, children, max_size=4),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=4),
     max_leaves=12,
 )
 
@@ -489,9 +488,7 @@ def side_fields(draw: st.DrawFn) -> dict[str, np.ndarray]:
 
 @FUZZ
 @given(content=side_fields())
-def test_npz_side_fields_load_or_raise_input_error(
-    tmp_path: Path, content: dict[str, Any]
-) -> None:
+def test_npz_side_fields_load_or_raise_input_error(tmp_path: Path, content: dict[str, Any]) -> None:
     path = tmp_path / "members.npz"
     _save_npz(path, content)
     _load_and_build(path)

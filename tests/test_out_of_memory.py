@@ -74,7 +74,11 @@ def test_inference_halves_the_batch_and_gets_the_same_logits() -> None:
     tight = OutOfMemoryAbove(net, limit=12)
     notes: list[str] = []
     logits = predict(
-        TorchClassifier(tight, "cpu"), IMAGES, VIEWS, PREPROCESS, batch_size=64,
+        TorchClassifier(tight, "cpu"),
+        IMAGES,
+        VIEWS,
+        PREPROCESS,
+        batch_size=64,
         notify=notes.append,
     )
     np.testing.assert_allclose(logits, expected, rtol=1e-6, atol=1e-6)

@@ -49,19 +49,40 @@ def test_relative_paths_resolve_against_the_policy_folder() -> None:
 
 def test_design_contract_keys_parse() -> None:
     policy = parse(
-        model={"path": "m.pt", "architecture": "resnet18", "num_classes": 10,
-               "cifar_stem": False, "allow_pickle": False},
-        data={"members": "a.npz", "non_members": "b.npz", "population": "c.npz",
-              "allow_pickle": False, "max_per_side": 100},
+        model={
+            "path": "m.pt",
+            "architecture": "resnet18",
+            "num_classes": 10,
+            "cifar_stem": False,
+            "allow_pickle": False,
+        },
+        data={
+            "members": "a.npz",
+            "non_members": "b.npz",
+            "population": "c.npz",
+            "allow_pickle": False,
+            "max_per_side": 100,
+        },
         preprocessing={"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
         gate={"max_auc": 0.6, "max_tpr_at_fpr": [{"fpr": 0.05, "max": 0.1}]},
         outputs={"dir": "mia-report", "formats": ["json", "markdown", "junit"]},
         runtime={"device": "auto", "seed": 0, "batch_size": 512, "cache_dir": ".mia-cache"},
-        attacks=["loss", "confidence", {"name": "rmia", "reference_models": 4},
-                 {"name": "lira", "reference_models": 4, "mode": "offline"}],
-        reference_training={"architecture": "resnet18", "cifar_stem": False, "epochs": 20,
-                            "batch_size": 256, "lr": 0.1, "weight_decay": 0.0005,
-                            "augment": ["flip", "crop"], "train_size": 2500},
+        attacks=[
+            "loss",
+            "confidence",
+            {"name": "rmia", "reference_models": 4},
+            {"name": "lira", "reference_models": 4, "mode": "offline"},
+        ],
+        reference_training={
+            "architecture": "resnet18",
+            "cifar_stem": False,
+            "epochs": 20,
+            "batch_size": 256,
+            "lr": 0.1,
+            "weight_decay": 0.0005,
+            "augment": ["flip", "crop"],
+            "train_size": 2500,
+        },
     )
     assert policy.gate.max_tpr_at_fpr[0].fpr == 0.05  # type: ignore[attr-defined]
     assert policy.reference_training.train_size == 2500  # type: ignore[attr-defined]

@@ -41,9 +41,9 @@ class FixedProvider:
         return self.reference_set
 
 
-def context_for(target: np.ndarray, labels: np.ndarray, reference_set: ReferenceSet) -> tuple[
-    AttackContext, FixedProvider
-]:
+def context_for(
+    target: np.ndarray, labels: np.ndarray, reference_set: ReferenceSet
+) -> tuple[AttackContext, FixedProvider]:
     provider = FixedProvider(reference_set)
     context = AttackContext(
         target=ViewLogits(views=VIEWS, logits=target),
@@ -206,16 +206,26 @@ def test_rmia_attack_equals_the_dense_definition(mode: str) -> None:
 def test_rmia_tunes_offline_a_on_reference_models() -> None:
     w = rmia_world(seed=6, m=4, n=60, z=80)
     refs = reference_set(
-        w["reference"], np.zeros_like(w["in_x"]), "offline", w["reference_z"], w["in_z"],
-        w["labels_z"], w["target_z"],
+        w["reference"],
+        np.zeros_like(w["in_x"]),
+        "offline",
+        w["reference_z"],
+        w["in_z"],
+        w["labels_z"],
+        w["target_z"],
     )
     context, _ = context_for(w["target"], w["labels_x"], refs)
     output = RmiaAttack(RmiaConfig(name="rmia", reference_models=4)).score(context)
     assert 0.0 <= output.parameters["offline_a_used"] <= 1.0
     assert output.parameters["offline_a_source"] == "tuned on reference models"
     one_model = reference_set(
-        w["reference"][:1], np.zeros_like(w["in_x"][:1]), "offline", w["reference_z"][:1],
-        w["in_z"][:1], w["labels_z"], w["target_z"],
+        w["reference"][:1],
+        np.zeros_like(w["in_x"][:1]),
+        "offline",
+        w["reference_z"][:1],
+        w["in_z"][:1],
+        w["labels_z"],
+        w["target_z"],
     )
     context, _ = context_for(w["target"], w["labels_x"], one_model)
     output = RmiaAttack(RmiaConfig(name="rmia", reference_models=1)).score(context)
@@ -247,8 +257,13 @@ def test_shadow_attack_finds_a_planted_leak() -> None:
         axis=-1,
     )
     refs = reference_set(
-        np.zeros((3, 2, 200, 3)), np.zeros((3, 200), bool), "offline", w["reference_z"],
-        w["in_z"], labels_z, w["target_z"],
+        np.zeros((3, 2, 200, 3)),
+        np.zeros((3, 200), bool),
+        "offline",
+        w["reference_z"],
+        w["in_z"],
+        labels_z,
+        w["target_z"],
     )
     context, provider = context_for(w["target"], w["labels_x"], refs)
     config = ShadowConfig(

@@ -189,6 +189,15 @@ def run(
             "(repeatable).",
         ),
     ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            metavar="KIND|MAPPING",
+            help="Overrides runtime.executor: local, ray, or a JSON/YAML mapping such as "
+            "'{kind: ray, address: auto}'.",
+        ),
+    ] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -200,7 +209,9 @@ def run(
         from mia_audit.reports.terminal import summary_text, verdict_line
 
         floor = parse_floor(floor_max_auc, floor_max_tpr_at_fpr or [])
-        loaded = _load_with_overrides(policy, output_dir, device, seed, formats, baseline=baseline)
+        loaded = _load_with_overrides(
+            policy, output_dir, device, seed, formats, baseline=baseline, executor=executor
+        )
         check_floor(loaded.policy, floor)
         out_dir = loaded.policy.outputs.dir
         created = not out_dir.exists()
@@ -233,6 +244,7 @@ def _load_with_overrides(
     seed: int | None,
     formats: list[str] | None,
     baseline: Path | None = None,
+    executor: str | None = None,
 ) -> Any:
     from mia_audit.policy.loading import load_policy, with_overrides
 
@@ -244,6 +256,7 @@ def _load_with_overrides(
         seed=seed,
         formats=tuple(formats) if formats else None,
         baseline=baseline.resolve() if baseline else None,
+        executor=executor,
     )
     return loaded
 

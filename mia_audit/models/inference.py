@@ -281,7 +281,12 @@ def _unusable(
     recomputed = predict(
         classifier, images[rows], views, request.preprocess, batch_size, notify=notify
     )
-    tolerance = spot_check.relative_tolerance(request.engine)
+    # Logits computed elsewhere (a cluster's GPU) may be checked on another device here: the
+    # looser of the two engines' tolerances applies.
+    here = f"torch:{classifier.device}:fp32"
+    tolerance = max(
+        spot_check.relative_tolerance(request.engine), spot_check.relative_tolerance(here)
+    )
     for view, fresh in zip(views, recomputed, strict=True):
         reason = spot_check.disagreement(cached[view][rows], fresh, tolerance)
         if reason is not None:

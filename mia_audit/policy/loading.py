@@ -14,7 +14,7 @@ from pydantic import (
 
 from mia_audit.errors import PolicyError
 from mia_audit.policy._yaml import Location, load_yaml
-from mia_audit.policy.messages import describe_problems
+from mia_audit.policy.messages import describe_problems, describe_validation_error
 from mia_audit.policy.run import RuntimeSpec
 from mia_audit.policy.schema import Policy
 from mia_audit.reports.settings import OutputSpec
@@ -70,8 +70,13 @@ def with_overrides(
     seed: int | None = None,
     formats: Sequence[str] | None = None,
     baseline: Path | None = None,
+    executor: str | None = None,
 ) -> Policy:
-    """Apply command-line overrides (re-validated like the file itself)."""
+    """Apply command-line overrides (re-validated like the file itself).
+
+    `executor` is `--executor`'s text: an executor kind (`local`, `ray`) or a JSON/YAML
+    mapping (`{kind: ray, address: auto}`), validated like `runtime.executor`.
+    """
     if baseline is not None:
         gate = policy.gate.model_copy(update={"baseline": baseline})
         policy = policy.model_copy(update={"gate": gate})
@@ -85,6 +90,9 @@ def with_overrides(
         runtime["device"] = device
     if seed is not None:
         runtime["seed"] = seed
+    if executor is not None:
+        runtime["executor"] = _executor_option(executor)
+        _check_executor(policy.runtime, runtime["executor"])
     if not outputs and not runtime:
         return policy
     try:
@@ -96,6 +104,40 @@ def with_overrides(
         )
     except ValidationError as error:
         raise PolicyError.listing(describe_problems(error, "command line", {})) from None
+
+
+def _executor_option(text: str) -> Any:
+    """`--executor`'s value: a kind, or a mapping written in JSON or YAML flow style."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        problem = str(error).splitlines()[0] if str(error) else "unreadable"
+        raise PolicyError(
+            f"--executor: {text!r} is not a kind or a JSON/YAML mapping ({problem}); give "
+            "local, ray, or a mapping such as '{kind: ray, address: auto}'"
+        ) from None
+    if not isinstance(value, str | dict):
+        raise PolicyError(
+            f"--executor: {text!r} is not a kind or a mapping; give local, ray, or a mapping "
+            "such as '{kind: ray, address: auto}'"
+        )
+    return value
+
+
+def _check_executor(runtime: RuntimeSpec, executor: Any) -> None:
+    """Validate `--executor` alone, so that its message names the option and the key."""
+    try:
+        RuntimeSpec.model_validate({**runtime.model_dump(), "executor": executor})
+    except ValidationError as error:
+        # Keys "on line 0" make the message name the option's keys, not pydantic's union tags.
+        keys = executor if isinstance(executor, dict) else {}
+        lines: dict[Location, int] = {("executor",): 0, **{("executor", k): 0 for k in keys}}
+        message = describe_validation_error(error, "--executor", lines, root=RuntimeSpec)
+        for prefix in ("--executor: executor.", "--executor: executor: "):
+            message = message.replace(prefix, "--executor: ", 1)
+        raise PolicyError(message) from None
 
 
 def check_paths_exist(policy: Policy) -> None:

@@ -24,14 +24,22 @@ MAX_PROBLEMS = 8
 
 
 def describe_validation_error(
-    error: ValidationError, source: Path | str, lines: dict[Location, int]
+    error: ValidationError,
+    source: Path | str,
+    lines: dict[Location, int],
+    root: type[BaseModel] = Policy,
 ) -> str:
-    """The problems as lines (`describe_problems`), joined: one line when there is one."""
-    return "\n".join(describe_problems(error, source, lines))
+    """The problems as lines (`describe_problems`), joined: one line when there is one.
+
+    `root` is the model that was validated (a section, for a command-line override)."""
+    return "\n".join(describe_problems(error, source, lines, root))
 
 
 def describe_problems(
-    error: ValidationError, source: Path | str, lines: dict[Location, int]
+    error: ValidationError,
+    source: Path | str,
+    lines: dict[Location, int],
+    root: type[BaseModel] = Policy,
 ) -> list[str]:
     """One line per problem: file, line, the YAML path, what is wrong and, for a misspelt key
     or attack, what was probably meant. A key with several complaints (each member of a union
@@ -43,7 +51,7 @@ def describe_problems(
             continue
         yaml_path = _yaml_location(problem["loc"], lines)
         if yaml_path not in described:
-            described[yaml_path] = _one_problem(problem, yaml_path, source, lines)
+            described[yaml_path] = _one_problem(problem, yaml_path, source, lines, root)
     messages = list(described.values())
     if len(messages) > MAX_PROBLEMS:
         rest = len(messages) - MAX_PROBLEMS
@@ -64,12 +72,16 @@ def _follows_from_items(problem: Any, problems: Sequence[Any]) -> bool:
 
 
 def _one_problem(
-    problem: Any, yaml_path: Location, source: Path | str, lines: dict[Location, int]
+    problem: Any,
+    yaml_path: Location,
+    source: Path | str,
+    lines: dict[Location, int],
+    root: type[BaseModel],
 ) -> str:
     line = _line_of(yaml_path, lines)
     where = f"{source}" + (f" line {line}" if line else "")
     field = _dotted(yaml_path) or "policy"
-    return f"{where}: {field}: {_problem_text(problem, yaml_path)}"
+    return f"{where}: {field}: {_problem_text(problem, yaml_path, root)}"
 
 
 def _yaml_location(loc: Sequence[str | int], lines: dict[Location, int]) -> Location:
@@ -110,11 +122,11 @@ def _key_text(part: object) -> str:
     return text if text.isprintable() else repr(text)
 
 
-def _problem_text(problem: Any, yaml_path: Location) -> str:
+def _problem_text(problem: Any, yaml_path: Location, root: type[BaseModel]) -> str:
     kind = problem["type"]
     if kind == "extra_forbidden":
         key = str(yaml_path[-1]) if yaml_path else "?"
-        allowed = _allowed_keys(problem["loc"])
+        allowed = _allowed_keys(problem["loc"], root)
         hint = difflib.get_close_matches(key, allowed, n=1)
         did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
         listing = f"; allowed: {', '.join(sorted(allowed))}" if allowed and not hint else ""
@@ -122,6 +134,8 @@ def _problem_text(problem: Any, yaml_path: Location) -> str:
     if kind == "missing":
         advice = _MISSING_HINTS.get(tuple(str(part) for part in yaml_path))
         return "required key is missing" + (f"; {advice}" if advice else "")
+    if kind == "union_tag_invalid" and "executor" in problem["loc"]:
+        return _unknown_executor_text(problem)
     if kind == "union_tag_invalid":
         return _unknown_attack_text(problem)
     message = str(problem["msg"])
@@ -149,18 +163,32 @@ def _unknown_attack_text(problem: Any) -> str:
     return f"unknown attack {tag!r}{did_you_mean}; available: {', '.join(_ATTACK_NAMES)}"
 
 
-def _allowed_keys(loc: Sequence[str | int]) -> list[str]:
+def _unknown_executor_text(problem: Any) -> str:
+    from mia_audit.references.executors import executor_kinds
+
+    tag, kinds = problem.get("ctx", {}).get("tag", "?"), executor_kinds()
+    hint = difflib.get_close_matches(str(tag), kinds, n=1)
+    did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"unknown executor kind {tag!r}{did_you_mean}; available: {', '.join(kinds)}"
+
+
+def _allowed_keys(loc: Sequence[str | int], root: type[BaseModel] = Policy) -> list[str]:
     """The keys allowed where an unknown key was found (walks pydantic's loc, tags included)."""
     from mia_audit.attacks.registry import attack_config
+    from mia_audit.references.executors import EXECUTORS, executor_kinds
 
-    model: Any = Policy
+    model: Any = root
+    previous: str | int | None = None
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
         if _is_model(model) and part in model.model_fields:
             model = _unwrap(model.model_fields[part].annotation)
+        elif previous == "executor" and part in executor_kinds():
+            model = EXECUTORS.get(str(part)).config_type
         elif part in _ATTACK_NAMES:
             model = attack_config(part)
+        previous = part
     return list(model.model_fields) if _is_model(model) else []
 
 

@@ -20,14 +20,18 @@ audit set (all query views) and on the population go through the same logits cac
 target's, keyed by the model key.
 
 Training goes through an :class:`Executor`: :class:`LocalExecutor` trains on this machine (a
-group of models at once on a GPU); a cluster executor (e.g. Ray) implements the same interface,
-receiving plain picklable tasks, and reports models back into the same cache.
+group of models at once on a GPU); a cluster executor (Ray) implements the same interface,
+receiving plain picklable tasks, and reports models back into the same cache. A cluster
+executor also runs each model where it trained it (`PredictingExecutor`) and hands its logits
+back with its weights; they are cached as they arrive and, before they are used, spot-checked
+against the weights like cached logits. Reference logits are keyed by the device they are
+computed on: the executor's `inference_device` for such an executor, else the run's device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,7 +44,15 @@ from mia_audit.errors import AuditError, ModelError
 from mia_audit.models import spot_check
 from mia_audit.models.inference import LogitsRequest, Preprocessor, cached_predict, predict
 from mia_audit.progress import Advance, Notify, Progress, SilentProgress
-from mia_audit.references.executors.base import Architecture, Executor, TrainingTask
+from mia_audit.references.executors.base import (
+    Architecture,
+    Executor,
+    InferenceData,
+    ModelLogits,
+    TrainingTask,
+    as_predicting,
+    close_executor,
+)
 from mia_audit.references.executors.local import LocalExecutor
 from mia_audit.references.fit import (
     SIDE_ROWS,
@@ -199,9 +211,18 @@ class ReferenceModels:
         self.progress: Progress = progress or SilentProgress()
         self.notify: Notify = notify or self.progress.note
         self._refusals: list[str] = []
-        self.models = model_store(cache_dir, notify=self._refusals.append)
-        self.logits = logits_store(cache_dir, notify=self._refusals.append)
         self.executor: Executor = executor or LocalExecutor(setup.device, notify=self.progress.note)
+        self._predicting = as_predicting(self.executor)
+        #: Where reference logits are computed, for their cache key (see the module docstring).
+        self._logits_device = (
+            setup.device if self._predicting is None else self._predicting.inference_device
+        )
+        self.models = model_store(cache_dir, notify=self._refusals.append)
+        # Logits that arrive with remote models wait in the store for their spot check, so
+        # without a cache folder they are kept in memory for the run.
+        self.logits = logits_store(
+            cache_dir, notify=self._refusals.append, in_memory=self._predicting is not None
+        )
         self.trained = 0
         self.loaded = 0
         #: Each model's fit to its own plan (seeded sample), by key.
@@ -234,10 +255,11 @@ class ReferenceModels:
         try:
             retrain = self._use_cached(pending)
             self._publish_refusals()  # before what training and the fresh models' checks say
-            self._train({key: self._task_of(key) for key in retrain})
+            self._train({key: pending[key] for key in retrain})
             self._use_trained({key: pending[key] for key in retrain})
             self._predict_target_population()
         finally:
+            close_executor(self.executor)
             self._publish_refusals()
 
     def get(self, request: ReferenceRequest) -> ReferenceSet:
@@ -368,7 +390,7 @@ class ReferenceModels:
             model_sha256=key,
             data_sha256=self._data_sha256(part),
             preprocess=self.setup.preprocess,
-            engine=f"torch:{self.setup.device}:fp32",
+            engine=f"torch:{self._logits_device}:fp32",
         )
 
     def _data_sha256(self, part: str) -> str:
@@ -447,25 +469,37 @@ class ReferenceModels:
 
     # trained models
 
-    def _train(self, tasks: dict[str, tuple[Mode, TrainingTask]]) -> None:
-        if not tasks:
+    def _train(self, pending: dict[str, set[tuple[str, View]]]) -> None:
+        """Train the models of `pending` (key: the logits wanted of it), mode by mode."""
+        if not pending:
             return
         by_mode: dict[Mode, list[TrainingTask]] = {}
-        for mode, task in tasks.values():
+        for key, items in pending.items():
+            mode, task = self._task_of(key)
+            if self._predicting is not None:
+                task = replace(task, outputs=_outputs(items))
             by_mode.setdefault(mode, []).append(task)
+        setup = self.setup
         for mode, mode_tasks in by_mode.items():
             data = self._pools[mode].data
-            images = sum(len(task.job.index) for task in mode_tasks) * self.setup.recipe.epochs
+            images = sum(len(task.job.index) for task in mode_tasks) * setup.recipe.epochs
             description = f"training {plural(len(mode_tasks), f'{mode} reference model')}"
             with self.progress.stage(description, images) as advance:
-                self.executor.train(
-                    mode_tasks,
-                    data,
-                    self.setup.recipe,
-                    self.setup.architecture,
-                    self._store,
-                    self._counting_models(advance, len(mode_tasks)),
-                )
+                counted = self._counting_models(advance, len(mode_tasks))
+                if self._predicting is None:
+                    self.executor.train(
+                        mode_tasks, data, setup.recipe, setup.architecture, self._store, counted
+                    )
+                else:
+                    self._predicting.train(
+                        mode_tasks,
+                        data,
+                        setup.recipe,
+                        setup.architecture,
+                        self._store,
+                        counted,
+                        inference=self._inference_data(mode_tasks),
+                    )
 
     def _counting_models(self, advance: Advance, total: int) -> Advance:
         """`advance` with how many of the stage's models are trained so far in its detail
@@ -478,7 +512,21 @@ class ReferenceModels:
 
         return counted
 
-    def _store(self, task: TrainingTask, state: StateDict) -> None:
+    def _inference_data(self, tasks: Sequence[TrainingTask]) -> InferenceData:
+        """The images the tasks' outputs name, for an executor that predicts where it trains."""
+        parts = {part for task in tasks for part, _ in task.outputs}
+        images = {part: self._images(part) for part in sorted(parts)}
+        return InferenceData(images, self.setup.preprocess, self.setup.batch_size)
+
+    def _store(
+        self, task: TrainingTask, state: StateDict, logits: ModelLogits | None = None
+    ) -> None:
+        """Cache a finished model (and the logits computed where it trained) at once."""
+        wanted = {(part, view) for part, views in task.outputs for view in views}
+        for (part, view), value in (logits or {}).items():
+            if (part, view) in wanted:  # verified like cached logits before they are used
+                parts = self._request(task.key, part).key_parts(view)
+                self.logits.put(entry_key("logits", parts), np.asarray(value))
         self.models.put(task.key, state)
         self.trained += 1
 
@@ -489,7 +537,7 @@ class ReferenceModels:
         description = f"reference inference ({plural(len(pending), 'model')})"
         with self.progress.stage(description, self._inference_total(pending)) as advance:
             for key, items in pending.items():
-                classifier = self._trained_classifier(key)
+                classifier = self._trained_classifier(key, items)
                 self._predict_model(key, items, classifier, advance)
                 self.fits[key] = self._measure(key, classifier).fit
                 self._plan_checked.add(key)  # trained from its plan in this run
@@ -497,10 +545,10 @@ class ReferenceModels:
         if unfit:
             self.notify(unverifiable_note(unfit, len(pending)))
 
-    def _trained_classifier(self, key: str) -> Classifier:
+    def _trained_classifier(self, key: str, items: set[tuple[str, View]]) -> Classifier:
         state = self.models.get(key)
         if state is None:  # the file vanished or was torn since training: train it again
-            self._train({key: self._task_of(key)})
+            self._train({key: items})
             state = self.models.get(key)
             if state is None:
                 raise AuditError(
@@ -695,3 +743,9 @@ def training_images(images: np.ndarray, preprocess: Preprocessor) -> np.ndarray:
         (0.0,) * wanted, (1.0,) * wanted, preprocess.input_size, preprocess.channel_order
     )
     return scale_only(images)
+
+
+def _outputs(items: set[tuple[str, View]]) -> tuple[tuple[str, tuple[View, ...]], ...]:
+    """Wanted (part, view) logits as (part, sorted views) pairs, parts sorted."""
+    parts = sorted({part for part, _ in items})
+    return tuple((part, tuple(sorted(v for p, v in items if p == part))) for part in parts)

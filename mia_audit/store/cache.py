@@ -277,10 +277,13 @@ class StateDictCodec:
         return state
 
 
-def logits_store(cache_dir: Path | None, notify: Notify | None = None) -> ContentStore[np.ndarray]:
-    """Logits (and other arrays) under `cache_dir/logits`; nothing is kept without a folder."""
+def logits_store(
+    cache_dir: Path | None, notify: Notify | None = None, *, in_memory: bool = False
+) -> ContentStore[np.ndarray]:
+    """Logits (and other arrays) under `cache_dir/logits`; without a folder nothing is kept,
+    unless `in_memory` keeps them for the run."""
     root = None if cache_dir is None else cache_dir / "logits"
-    return ContentStore(root, ArrayCodec(), notify=notify)
+    return ContentStore(root, ArrayCodec(), notify=notify, in_memory=in_memory)
 
 
 def model_store(cache_dir: Path | None, notify: Notify | None = None) -> ContentStore[StateDict]:

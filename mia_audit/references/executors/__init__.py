@@ -16,7 +16,7 @@ from mia_audit.progress import Notify
 from mia_audit.references.executors.base import Executor, ExecutorConfig, ExecutorType
 from mia_audit.registry import Registry
 
-BUILTIN_MODULES = ("mia_audit.references.executors.local",)
+BUILTIN_MODULES = ("mia_audit.references.executors.local", "mia_audit.references.executors.ray")
 
 EXECUTORS: Registry[type[ExecutorType]] = Registry(
     "executor", BUILTIN_MODULES, "mia_audit.executors", name_of=lambda cls: cls.kind

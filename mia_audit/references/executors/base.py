@@ -5,17 +5,25 @@ how to build the architecture), so a cluster executor can ship them to other mac
 `on_trained` on the caller's side as each model finishes, and the caller caches it at once.
 Executors are chosen by `runtime.executor` (`ExecutorConfig`, one subclass per kind) and
 registered like attacks (`mia_audit.references.executors`).
+
+An executor that trains far from the caller may also run each model where it trained it (its
+`predicts_where_trained` is true): it then receives `InferenceData` and each task's `outputs`,
+and hands the model's logits back with its weights, so that the weights do not travel twice.
+The caller still vouches for those logits as for cached ones (README, Security).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from mia_audit.attacks.queries import View
+from mia_audit.models.inference import Preprocessor
 from mia_audit.progress import Advance, Notify
 from mia_audit.references.settings import TrainingRecipe
 from mia_audit.references.training import TrainingData, TrainingJob
@@ -70,15 +78,40 @@ class Architecture:
         return file_sha256(Path(source)) if source else None
 
 
+#: A model's logits by (part, view): part names an entry of `InferenceData.images`.
+ModelLogits = dict[tuple[str, View], np.ndarray]
+
+
 @dataclass(frozen=True)
 class TrainingTask:
-    """One model to train: its cache key and its job (rows of the shared data, seed)."""
+    """One model to train: its cache key and its job (rows of the shared data, seed).
+
+    `outputs` lists the logits wanted of the trained model, as (part, views) pairs, for an
+    executor that predicts where it trains; other executors ignore it.
+    """
 
     key: str
     job: TrainingJob
+    outputs: tuple[tuple[str, tuple[View, ...]], ...] = ()
 
 
-OnTrained = Callable[[TrainingTask, StateDict], None]
+@dataclass(frozen=True)
+class InferenceData:
+    """What trained models are run on where they were trained: the images of each part
+    ("audit", "population"), the preprocessing and the inference batch size."""
+
+    images: dict[str, np.ndarray]
+    preprocess: Preprocessor
+    batch_size: int
+
+
+class OnTrained(Protocol):
+    """Called on the caller's side with each finished model's CPU state dict and, from an
+    executor that predicts where it trains, the logits its task asked for."""
+
+    def __call__(
+        self, task: TrainingTask, state: StateDict, logits: ModelLogits | None = None
+    ) -> None: ...
 
 
 class Executor(Protocol):
@@ -89,6 +122,9 @@ class Executor(Protocol):
     it is cached before the next one starts: a run interrupted after k models resumes with the
     rest. A cluster executor (Ray) ships ``data`` once (e.g. ``ray.put``), runs one remote task
     per group of tasks on its GPUs, and calls ``on_trained`` here as results arrive.
+
+    Optional: a ``close()`` method, called when the provider is done with the executor for
+    now (a later ``train`` may reconnect), and `PredictingExecutor`'s two attributes.
     """
 
     def train(
@@ -100,6 +136,44 @@ class Executor(Protocol):
         on_trained: OnTrained,
         advance: Advance | None = None,
     ) -> None: ...
+
+
+class PredictingExecutor(Executor, Protocol):
+    """An executor that also runs each model where it trained it (`predicts_where_trained`).
+
+    ``train`` then receives ``inference`` and hands each model's logits (every part and view of
+    its task's ``outputs``, computed with `mia_audit.models.inference.predict` on a model built
+    from the CPU state dict it returns, on ``inference_device``) to ``on_trained``. The caller
+    keys those logits by ``inference_device`` and spot-checks them against the weights.
+    """
+
+    predicts_where_trained: bool
+    inference_device: str
+
+    def train(
+        self,
+        tasks: Sequence[TrainingTask],
+        data: TrainingData,
+        recipe: TrainingRecipe,
+        architecture: Architecture,
+        on_trained: OnTrained,
+        advance: Advance | None = None,
+        inference: InferenceData | None = None,
+    ) -> None: ...
+
+
+def as_predicting(executor: Executor) -> PredictingExecutor | None:
+    """The executor as a `PredictingExecutor` when it says it predicts where it trains."""
+    if getattr(executor, "predicts_where_trained", False):
+        return cast(PredictingExecutor, executor)
+    return None
+
+
+def close_executor(executor: Executor) -> None:
+    """Release what the executor holds between runs (a cluster connection), if it can."""
+    close = getattr(executor, "close", None)
+    if callable(close):
+        close()
 
 
 class ExecutorConfig(BaseModel):
