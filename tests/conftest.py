@@ -34,6 +34,14 @@ def without_progress(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if not PROGRESS_LINE.match(line)]
 
 
+def notes_besides_outputs(result: dict[str, Any]) -> list[str]:
+    """result.json's notes without the one that says what kind of outputs the model returns
+    (every run has it; result.json also records the kind under `target.outputs`)."""
+    notes = result["notes"]
+    assert sum(note.startswith("model outputs: ") for note in notes) == 1, notes
+    return [note for note in notes if not note.startswith("model outputs: ")]
+
+
 @dataclass(frozen=True)
 class DigitsTarget:
     """A folder with target.pt, target.onnx, members/non_members/population.npz, policy.yaml."""

@@ -31,7 +31,7 @@ from mia_audit.pipeline.target import preprocessor
 from mia_audit.policy.loading import load_policy
 from mia_audit.store.cache import ContentStore, entry_key, logits_store, record_path
 from mia_audit.store.hashing import arrays_sha256, file_sha256
-from tests.conftest import DigitsTarget, RunCli
+from tests.conftest import DigitsTarget, RunCli, notes_besides_outputs
 
 GATE_AUC = 0.6
 POLICY = {
@@ -128,7 +128,7 @@ def cache_notes(stderr: str) -> list[str]:
 def test_the_honest_audit_fails_the_gate(audited: Audited) -> None:
     assert audited.exit_code == 1
     assert audited.result["attacks"][0]["auc"] > GATE_AUC
-    assert audited.result["notes"] == []
+    assert notes_besides_outputs(audited.result) == []
 
 
 def test_logits_shuffled_within_each_class_are_refused_and_the_fail_stands(
@@ -159,12 +159,12 @@ def test_logits_shuffled_within_each_class_are_refused_and_the_fail_stands(
     match = re.match(expected, note)
     assert match and int(match[1]) > 64, note  # rows a permutation left in place agree
     assert note.endswith(f"not used, recomputed ({cache.path(key)})")
-    assert result["notes"] == [note.removeprefix("note: ")]
+    assert notes_besides_outputs(result) == [note.removeprefix("note: ")]
     assert_same_audit(result, audited.result)
     np.testing.assert_array_equal(cache.get(key), honest_logits)  # overwritten
 
     code, stderr, result = run(audited, run_cli)
-    assert code == 1 and cache_notes(stderr) == [] and result["notes"] == []
+    assert code == 1 and cache_notes(stderr) == [] and notes_besides_outputs(result) == []
     assert_same_audit(result, audited.result)
 
 
@@ -215,9 +215,13 @@ def test_damaged_logits_are_recomputed_and_the_next_run_is_clean(
     assert identity_reason in notes[0] and "(view identity)" in notes[0]
     assert mirror_reason in notes[1] and "(view mirror=1,dy=0,dx=0)" in notes[1]
     assert all("not used, recomputed" in note for note in notes)
-    assert result["notes"] == [note.removeprefix("note: ") for note in notes]
+    assert notes_besides_outputs(result) == [note.removeprefix("note: ") for note in notes]
     assert_same_audit(result, audited.result)
 
     code, stderr, result = run(audited, run_cli)  # a damaged entry never fails a later run
-    assert code == audited.exit_code and cache_notes(stderr) == [] and result["notes"] == []
+    assert (
+        code == audited.exit_code
+        and cache_notes(stderr) == []
+        and notes_besides_outputs(result) == []
+    )
     assert_same_audit(result, audited.result)

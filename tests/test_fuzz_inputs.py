@@ -30,6 +30,7 @@ from mia_audit.data.formats import load_image_set
 from mia_audit.data.images import ImageSet, make_image_set
 from mia_audit.errors import InputError, PolicyError
 from mia_audit.policy.loading import load_policy, parse_policy
+from mia_audit.policy.messages import MAX_PROBLEMS
 from mia_audit.policy.schema import Policy
 
 FUZZ = settings(
@@ -251,8 +252,11 @@ DOCUMENTS = mutated_documents() | SECTIONED | VALUES
 
 
 def _one_line(message: str) -> None:
-    assert message.strip(), "empty error message"
-    assert len(message.splitlines()) == 1, repr(message)
+    """One line per problem (a policy's problems are listed at once, up to a cap), none empty."""
+    lines = message.splitlines()
+    assert lines and all(line.strip() for line in lines), repr(message)
+    assert len(lines) <= MAX_PROBLEMS + 1, repr(message)
+    assert "Traceback" not in message, repr(message)
 
 
 @FUZZ
