@@ -36,8 +36,8 @@ from mia_audit.errors import InputError
 from mia_audit.gate.evaluate import utc_today
 from mia_audit.models.loading import LoadedModel, load_target
 from mia_audit.models.settings import ModelSpec
-from mia_audit.pipeline.inputs import LoadedSets
-from mia_audit.pipeline.run import AuditInputs, AuditOutcome, inputs_from_policy
+from mia_audit.pipeline.inputs import AuditInputs, LoadedSets
+from mia_audit.pipeline.run import AuditOutcome, inputs_from_policy
 from mia_audit.pipeline.run import audit as run_pipeline
 from mia_audit.policy.loading import LoadedPolicy, load_policy, parse_policy, with_overrides
 from mia_audit.progress import Progress

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mia_audit.data.audit import AuditSet, SamplingOptions, build_audit_set, split_by_membership
 from mia_audit.data.formats import load_image_set
@@ -19,8 +20,28 @@ from mia_audit.pipeline import preconditions
 from mia_audit.policy.schema import Policy
 from mia_audit.result import (
     DataSource,
+    PolicyInfo,
 )
 from mia_audit.store.hashing import path_sha256
+
+if TYPE_CHECKING:
+    from mia_audit.models.loading import LoadedModel
+
+
+@dataclass(frozen=True)
+class AuditInputs:
+    """What an audit runs on: the policy, where it came from, and how to load the target and
+    the data sets (called inside the run, so their errors and time count as the run's).
+
+    `load_model(device)` gives the target; `load_sets()` the image sets as loaded.
+    `search_path` is where `module:function` factories are looked up.
+    """
+
+    policy: Policy
+    origin: PolicyInfo
+    search_path: Path | None
+    load_model: Callable[[str], LoadedModel]
+    load_sets: Callable[[], LoadedSets]
 
 
 def population_requirement(policy: Policy) -> Callable[[int], int]:

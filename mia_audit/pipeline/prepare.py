@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from mia_audit.models.outputs import OutputDecision
 from mia_audit.pipeline import preconditions
 from mia_audit.pipeline.inputs import (
     AuditData,
+    AuditInputs,
     LoadedSets,
     build_audit_data,
     check_population,
@@ -37,9 +38,6 @@ from mia_audit.pipeline.inputs import (
 from mia_audit.pipeline.target import _check_model, _naming_model, preprocessor
 from mia_audit.policy.schema import Policy
 from mia_audit.progress import Progress, SilentProgress
-
-if TYPE_CHECKING:
-    from mia_audit.pipeline.run import AuditInputs
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,7 @@ from mia_audit.pipeline import preconditions
 from mia_audit.pipeline.attacks import run_attacks
 from mia_audit.pipeline.inputs import (
     AuditData,
-    LoadedSets,
+    AuditInputs,
     load_data_files,
 )
 from mia_audit.pipeline.plan import check_max_minutes, plan_run
@@ -65,22 +64,6 @@ from mia_audit.result import (
     Result,
     ToolInfo,
 )
-
-
-@dataclass(frozen=True)
-class AuditInputs:
-    """What an audit runs on: the policy, where it came from, and how to load the target and
-    the data sets (called inside the run, so their errors and time count as the run's).
-
-    `load_model(device)` gives the target; `load_sets()` the image sets as loaded.
-    `search_path` is where `module:function` factories are looked up.
-    """
-
-    policy: Policy
-    origin: PolicyInfo
-    search_path: Path | None
-    load_model: Callable[[str], LoadedModel]
-    load_sets: Callable[[], LoadedSets]
 
 
 @dataclass(frozen=True)
