@@ -42,6 +42,32 @@ def notes_besides_outputs(result: dict[str, Any]) -> list[str]:
     return [note for note in notes if not note.startswith("model outputs: ")]
 
 
+#: A small CNN for 32x32 images, written beside a policy as a `module:function` factory
+#: (`small_cnn:small_cnn`): reference models that train in a second or two.
+SMALL_CNN = '''"""A small CNN for 32x32 images: reference models that train in a second or two."""
+from torch import nn
+
+
+def small_cnn(num_classes):
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, num_classes),
+    )
+'''
+#: A `reference_training` recipe of SMALL_CNN that overfits its 100 samples.
+SMALL_RECIPE: dict[str, Any] = {
+    "architecture": "small_cnn:small_cnn",
+    "epochs": 8,
+    "train_size": 100,
+    "batch_size": 20,
+    "optimizer": "adamw",
+    "lr": 0.003,
+    "weight_decay": 0.0,
+    "augment": [],
+}
+
+
 @dataclass(frozen=True)
 class DigitsTarget:
     """A folder with target.pt, target.onnx, members/non_members/population.npz, policy.yaml."""

@@ -1,13 +1,14 @@
 """One model exported three ways (logits, a softmax head, an argmax head), audited through the
 console script.
 
-The logits and softmax exports must give the same AUC for every attack (the softmax export is
-read as log-probabilities) and the notes must name the kind each was detected as. The argmax
-export runs the label-only attacks, with the same AUCs as on the other two (they see only the
-predicted class either way), and refuses an attack that reads logits with exit 2 naming it: a
-labels-only target must never pass because its logit attacks were dropped. A declared
-`model.outputs` that the probe contradicts is exit 2; `outputs: labels` on a logits model
-audits as an attacker who sees only labels would.
+The logits and softmax exports must give the same AUC for every attack, the reference-model
+attacks included (the softmax export is read as log-probabilities, on the audit set and on the
+population the reference attacks compare against), and the notes must name the kind each was
+detected as. The argmax export runs the label-only attacks, with the same AUCs as on the other
+two (they see only the predicted class either way), and refuses an attack that reads logits with
+exit 2 naming it: a labels-only target must never pass because its logit attacks were dropped. A
+declared `model.outputs` that the probe contradicts is exit 2; `outputs: labels` on a logits
+model audits as an attacker who sees only labels would.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from mia_audit.demo import export_onnx
 from mia_audit.models.architectures import build_architecture
-from tests.conftest import DigitsTarget, RunCli
+from tests.conftest import SMALL_CNN, SMALL_RECIPE, DigitsTarget, RunCli
 
 LABEL_ONLY = [
     "gap",
@@ -190,3 +192,41 @@ def test_a_declared_kind_the_probe_contradicts_is_refused(
     assert f"error: model.outputs: is {declared} but the model's outputs" in completed.stderr
     assert f"set model.outputs: {shown}" in completed.stderr
     assert not (folder / f"out-{name}" / "result.json").exists()
+
+
+REFERENCE_ATTACKS = [
+    {"name": "lira", "reference_models": 2, "mode": "offline"},
+    {"name": "rmia", "reference_models": 2},
+]
+
+
+def reference_audit(folder: Path, run_cli: RunCli, name: str, model_file: str) -> Any:
+    """LiRA (offline) and RMIA on small-CNN reference models; both exports share the cache, so
+    the second run scores against the very reference models the first trained."""
+    policy = yaml.safe_load(
+        write_policy(folder, name, {"path": model_file}, REFERENCE_ATTACKS).read_text()
+    )
+    policy["data"]["population"] = "population_small.npz"
+    policy["reference_training"] = SMALL_RECIPE
+    policy["gate"] = {"max_auc": 0.99}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    completed = run_cli("run", path)
+    assert completed.returncode in (0, 1), completed.stderr
+    return json.loads((folder / f"out-{name}" / "result.json").read_text())
+
+
+def test_softmax_export_gives_the_reference_attacks_the_logits_aucs(
+    folder: Path, run_cli: RunCli
+) -> None:
+    with np.load(folder / "population.npz") as population:
+        np.savez(folder / "population_small.npz", **{k: population[k][:300] for k in population})
+    (folder / "small_cnn.py").write_text(SMALL_CNN)
+    logits = reference_audit(folder, run_cli, "reference-logits", "target.onnx")
+    softmax = reference_audit(folder, run_cli, "reference-softmax", "softmax.onnx")
+
+    assert softmax["target"]["outputs"] == "probabilities"
+    assert set(aucs(logits)) == set(aucs(softmax)) == {"lira", "rmia"}
+    for attack, auc in aucs(logits).items():
+        assert auc > 0.5, attack  # the attacks see the leak, so equal AUCs mean something
+        assert aucs(softmax)[attack] == pytest.approx(auc, abs=1e-4), attack

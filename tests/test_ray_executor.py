@@ -35,7 +35,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import CONSOLE_SCRIPT, DigitsTarget, RunCli
+from tests.conftest import CONSOLE_SCRIPT, SMALL_CNN, SMALL_RECIPE, DigitsTarget, RunCli
 from tests.test_interrupt import interrupt, model_files
 
 if TYPE_CHECKING:
@@ -45,31 +45,11 @@ MODELS = 4
 #: The torch threads a local run trains with; Ray tasks reserve as many CPUs (and train with as
 #: many threads), which is what makes their models bit-identical to the local ones.
 THREADS = torch.get_num_threads()
-RECIPE = {
-    "architecture": "small_cnn:small_cnn",
-    "epochs": 8,
-    "train_size": 100,
-    "batch_size": 20,
-    "optimizer": "adamw",
-    "lr": 0.003,
-    "weight_decay": 0.0,
-    "augment": [],
-}
+RECIPE = SMALL_RECIPE
 ATTACKS = [
     {"name": "lira", "reference_models": MODELS, "mode": "offline"},
     {"name": "rmia", "reference_models": MODELS},
 ]
-SMALL_CNN = '''"""A small CNN for 32x32 images: reference models that train in a second or two."""
-from torch import nn
-
-
-def small_cnn(num_classes):
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, num_classes),
-    )
-'''
 DIVERGING_CNN = '''"""A model whose training fails on its first batch, wherever it trains."""
 from torch import nn
 
