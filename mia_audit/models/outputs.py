@@ -167,14 +167,11 @@ def attack_inputs(kind: OutputKind, raw: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class LabelVectorClassifier:
-    """A model that returns one class index per image, made to return one-hot rows of
-    `num_classes` columns, so it flows through batched inference and the logits cache like any
-    other model. An index outside 0..num_classes-1 is a model failure (exit 3)."""
+class _WrappedClassifier:
+    """A classifier that runs `inner` and changes what it returns; engine, device and fixed
+    batch size are the inner model's (so precision and batching choices stay its own)."""
 
     inner: Classifier
-    num_classes: int
-
     engine: str = field(init=False)
     device: str = field(init=False)
     fixed_batch_size: int | None = field(init=False)
@@ -183,6 +180,15 @@ class LabelVectorClassifier:
         self.engine = self.inner.engine
         self.device = self.inner.device
         self.fixed_batch_size = self.inner.fixed_batch_size
+
+
+@dataclass
+class LabelVectorClassifier(_WrappedClassifier):
+    """A model that returns one class index per image, made to return one-hot rows of
+    `num_classes` columns, so it flows through batched inference and the logits cache like any
+    other model. An index outside 0..num_classes-1 is a model failure (exit 3)."""
+
+    num_classes: int
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         indices = np.asarray(self.inner(batch))
@@ -200,22 +206,12 @@ class LabelVectorClassifier:
 
 
 @dataclass
-class AttackInputClassifier:
+class AttackInputClassifier(_WrappedClassifier):
     """A model whose outputs come back as the attacks read them (`attack_inputs`): used for
     the target's outputs that other code computes (its outputs on the population, which RMIA
     compares with the reference models' logits)."""
 
-    inner: Classifier
     kind: OutputKind
-
-    engine: str = field(init=False)
-    device: str = field(init=False)
-    fixed_batch_size: int | None = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.engine = self.inner.engine
-        self.device = self.inner.device
-        self.fixed_batch_size = self.inner.fixed_batch_size
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(attack_inputs(self.kind, self.inner(batch)))
