@@ -20,10 +20,9 @@ from mia_audit.attacks.base import Attack, AttackContext, AttackOutput
 from mia_audit.attacks.classifiers import (
     ClassifierKind,
     crossfit_samples_needed,
-    make_classifier,
+    out_of_fold_scores,
 )
 from mia_audit.attacks.config import AttackConfig, Queries, QuerySpec
-from mia_audit.attacks.crossfit import stratified_folds
 from mia_audit.attacks.outputs import ANY_KIND
 from mia_audit.attacks.registry import register
 
@@ -72,12 +71,9 @@ class AugmentationAttack(Attack[AugmentationConfig]):
         features = agreement_features(context.target.select(self.views), context.labels)
         if config.combination == "count":
             return AttackOutput(scores=features.mean(axis=1), parameters=self.parameters())
-        scores = np.empty(len(features))
-        folds = stratified_folds(context.is_member, config.folds, context.random_state)
-        for fold, (train, test) in enumerate(folds):
-            classifier = make_classifier(config.combination, context.random_state + fold)
-            classifier.fit(features[train], context.is_member[train])
-            scores[test] = classifier.predict_proba(features[test])[:, 1]
+        scores = out_of_fold_scores(
+            features, context.is_member, config.combination, config.folds, context.random_state
+        )
         return AttackOutput(scores=scores, parameters=self.parameters())
 
     def samples_needed(self) -> int:

@@ -11,6 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
+from mia_audit.attacks.crossfit import stratified_folds
+
 ClassifierKind = Literal["logistic_regression", "gradient_boosting", "mlp"]
 
 
@@ -73,3 +77,16 @@ def crossfit_samples_needed(kind: ClassifierKind, folds: int) -> int:
     while needed - math.ceil(needed / folds) < _EARLY_STOPPING_PER_SIDE:
         needed += 1
     return needed
+
+
+def out_of_fold_scores(
+    features: np.ndarray, is_member: np.ndarray, kind: ClassifierKind, folds: int, random_state: int
+) -> np.ndarray:
+    """Each sample's membership probability from a classifier fitted on the other folds
+    (stratified), so no sample is scored by a classifier that saw its label."""
+    scores = np.empty(len(features))
+    for fold, (train, test) in enumerate(stratified_folds(is_member, folds, random_state)):
+        classifier = make_classifier(kind, random_state + fold)
+        classifier.fit(features[train], is_member[train])
+        scores[test] = classifier.predict_proba(features[test])[:, 1]
+    return scores

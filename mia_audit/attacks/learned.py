@@ -18,10 +18,9 @@ from mia_audit.attacks.base import Attack, AttackContext, AttackOutput
 from mia_audit.attacks.classifiers import (
     ClassifierKind,
     crossfit_samples_needed,
-    make_classifier,
+    out_of_fold_scores,
 )
 from mia_audit.attacks.config import AttackConfig
-from mia_audit.attacks.crossfit import stratified_folds
 from mia_audit.attacks.registry import register
 
 TOP_K = 3
@@ -101,12 +100,9 @@ class LearnedAttack(Attack[LearnedConfig]):
     def score(self, context: AttackContext) -> AttackOutput:
         config = self.config
         features = self.features(context)
-        scores = np.empty(len(features))
-        folds = stratified_folds(context.is_member, config.folds, context.random_state)
-        for fold, (train, test) in enumerate(folds):
-            classifier = make_classifier(config.model, context.random_state + fold)
-            classifier.fit(features[train], context.is_member[train])
-            scores[test] = classifier.predict_proba(features[test])[:, 1]
+        scores = out_of_fold_scores(
+            features, context.is_member, config.model, config.folds, context.random_state
+        )
         return AttackOutput(scores=scores, parameters=self.parameters())
 
     def samples_needed(self) -> int:
