@@ -74,24 +74,12 @@ def _tpr_floor(text: str) -> TprFloor:
 
 def check_floor(policy: Policy, floor: GateFloor) -> None:
     """Raise PolicyError (exit 2) unless the policy's gate is at least as strict as `floor`
-    and the policy relaxes none of the checks made before a verdict."""
-    gate = policy.gate
-    relaxed = policy.preconditions.relaxed()
-    if floor and relaxed:
-        raise PolicyError(
-            f"{relaxed[0]}: relaxes a check made before the verdict, which a run with the "
-            f"workflow's floor ({floor.describe()}) does not allow; remove it (relaxed checks "
-            "are for local smoke tests)"
-        )
-    if floor.max_auc is not None:
-        limit = gate.max_auc
-        option = f"--floor-max-auc {floor.max_auc:g}"
-        _check_limit(policy, "gate.max_auc", ConditionId("auc"), limit, floor.max_auc, option)
-    for tpr in floor.max_tpr_at_fpr:
-        index, found = _tpr_limit(gate, tpr.fpr)
-        field = "gate.max_tpr_at_fpr" + ("" if index is None else f"[{index}]")
-        condition = ConditionId("tpr_at_fpr", tpr.fpr)
-        _check_limit(policy, field, condition, found, tpr.max, tpr.option)
+    and the policy relaxes none of the checks made before a verdict: the rules of a floor
+    file (`floor_rules`) for the floor these options build."""
+    from mia_audit.policy.floor_file import with_gate_options
+    from mia_audit.policy.floor_rules import check_against_floor
+
+    check_against_floor(policy, with_gate_options(None, floor))
 
 
 def _tpr_limit(gate: GateSpec, fpr: float) -> tuple[int | None, MetricLimit | None]:
