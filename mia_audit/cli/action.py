@@ -19,9 +19,9 @@ variables that action.yml sets from its inputs, never spliced into a script:
     MIA_MAX_TPR_AT_FPR  gate floors FPR:MAX (several separated by spaces, commas or lines)
 
 Relative paths resolve against `$GITHUB_WORKSPACE` (the checkout); keep the floor file outside
-what the pull request can change (e.g. a checkout of another repository at a pinned commit). Numbers are read from the
-result.json this run wrote, and only when the run exited 0 or 1: a run that exits 2 or 3 leaves
-older reports in place, and those must not be reported as this run's.
+what the pull request can change (e.g. a checkout of another repository at a pinned commit).
+Numbers are read from the result.json this run wrote, and only when the run exited 0 or 1: a run
+that exits 2 or 3 leaves older reports in place, and those must not be reported as this run's.
 """
 
 from __future__ import annotations

@@ -103,7 +103,10 @@ class Floor:
 
 def load_floor(path: Path) -> Floor:
     """Read and validate a floor file (exit 2 naming the file, line and key)."""
-    document, lines = load_yaml(path)
+    try:
+        document, lines = load_yaml(path)
+    except PolicyError as error:  # "policy file not found" would name the wrong file's role
+        raise PolicyError(f"--floor: {error}".replace("policy file", "floor file")) from None
     if not isinstance(document, dict):
         raise PolicyError(
             f"--floor: {path}: a floor is a YAML mapping (version, attacks, gate, ...)"
