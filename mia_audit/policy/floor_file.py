@@ -50,6 +50,14 @@ class FloorData(StrictModel):
     )
 
 
+class FloorRuntime(StrictModel):
+    """`runtime:` of a floor: the seed, when the pull request may not choose it."""
+
+    seed: int | None = Field(
+        None, ge=0, description="The policy's runtime.seed must be this (no seed shopping)."
+    )
+
+
 class FloorSpec(StrictModel):
     """A floor file (version 1): every section optional but `gate`."""
 
@@ -57,6 +65,7 @@ class FloorSpec(StrictModel):
     name: str | None = Field(None, max_length=200)
     model: FloorModel = FloorModel()
     data: FloorData = FloorData()
+    runtime: FloorRuntime = FloorRuntime()
     attacks: tuple[AttackEntry, ...] = ()
     gate: GateSpec
     preconditions: Preconditions = Field(default_factory=Preconditions)

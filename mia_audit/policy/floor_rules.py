@@ -2,8 +2,8 @@
 
 `check_against_floor` compares a validated policy with the floor before anything is loaded and
 lists every violation at once (exit 2), each naming the key, the floor's value and the
-policy's. `check_audit_against_floor` holds what only the loaded data and the probe show: the
-audit's real size and the kind of outputs the model returns.
+policy's. `check_audit_size` and `check_output_kind` hold what only the loaded data and the
+probe show: the audit's real size and the kind of outputs the model returns.
 """
 
 from __future__ import annotations
@@ -41,29 +41,27 @@ def check_against_floor(policy: Policy, floor: Floor | None) -> None:
         raise PolicyError.listing(problems)
 
 
-def check_audit_against_floor(
-    floor: Floor | None, n_members: int, n_non_members: int, declared: str, detected: str
-) -> None:
-    """What the loaded data and the probe batch show: the audit holds the floor's size, and
-    the policy does not declare a weaker output kind than the model returns."""
-    if floor is None:
-        return
-    problems = []
-    least = floor.spec.data.max_per_side
-    if least is not None and min(n_members, n_non_members) < least:
-        problems.append(
+def check_audit_size(floor: Floor | None, n_members: int, n_non_members: int) -> None:
+    """The audit set the data files give holds the floor's size on each side (the policy's
+    `data.max_per_side` is checked up front; smaller files are found here)."""
+    least = None if floor is None else floor.spec.data.max_per_side
+    if floor is not None and least is not None and min(n_members, n_non_members) < least:
+        raise PolicyError(
             f"data: the audit set has {n_members} members and {n_non_members} non-members, but "
             f"{floor.source} requires at least {least} per side (data.max_per_side: {least}); "
             "add data (a smaller audit lets chance decide the verdict)"
         )
-    if declared != "auto" and OUTPUT_RANK[declared] < OUTPUT_RANK[detected]:
-        problems.append(
+
+
+def check_output_kind(floor: Floor | None, declared: str, detected: str) -> None:
+    """Under a floor the policy may not declare a weaker output kind than the probe batch
+    shows (`labels` on a logits model hides every signal but the predicted class)."""
+    if floor is not None and declared != "auto" and OUTPUT_RANK[declared] < OUTPUT_RANK[detected]:
+        raise PolicyError(
             f"model.outputs: declares {declared}, but the model returns {detected} (the probe "
             f"batch); {floor.source} audits what the model returns: set model.outputs: auto "
             f"(or {detected})"
         )
-    if problems:
-        raise PolicyError.listing(problems)
 
 
 # --- preconditions, statistics, data, model, recipe ---------------------------------------------
@@ -116,6 +114,12 @@ def _data_and_model(policy: Policy, floor: Floor) -> Iterator[str]:
         yield (
             f"data.max_per_side: {size} is below {floor.source}'s audit size of {least} per "
             f"side; set it to {least} or more, or remove it"
+        )
+    seed = floor.spec.runtime.seed
+    if seed is not None and policy.runtime.seed != seed:
+        yield (
+            f"runtime.seed: is {policy.runtime.seed}, but {floor.source} pins {seed} (a seed "
+            f"chosen until the audit passes decides nothing); set runtime.seed: {seed}"
         )
     kind = floor.spec.model.outputs
     if kind != "auto" and policy.model.outputs not in ("auto", kind):
@@ -327,6 +331,8 @@ def enforced(floor: Floor) -> list[str]:
     )
     if spec.data.max_per_side is not None:
         lines.append(f"data: at least {spec.data.max_per_side} members and non-members")
+    if spec.runtime.seed is not None:
+        lines.append(f"runtime.seed: {spec.runtime.seed}")
     kind = spec.model.outputs
     lines.append(
         "model.outputs: "

@@ -16,7 +16,8 @@ from mia_audit.policy.floor import GateFloor, TprFloor
 from mia_audit.policy.floor_file import Floor, load_floor, with_gate_options
 from mia_audit.policy.floor_rules import (
     check_against_floor,
-    check_audit_against_floor,
+    check_audit_size,
+    check_output_kind,
     enforced,
     floor_info,
 )
@@ -170,6 +171,24 @@ def test_every_problem_is_listed_at_once(floor: Floor) -> None:
     ]  # fmt: skip
 
 
+def test_a_pinned_seed_cannot_be_shopped(tmp_path: Path) -> None:
+    path = tmp_path / "seeded.yaml"
+    path.write_text(yaml.safe_dump({**FLOOR, "runtime": {"seed": 3}}))
+    floor = load_floor(path)
+    check_against_floor(policy(runtime={"seed": 3}), floor)
+    (line,) = problems(policy(runtime={"seed": 4}), floor)
+    assert line.startswith("runtime.seed: is 4, but the floor (seeded.yaml) pins 3")
+    assert "runtime.seed: 3" in enforced(floor)
+    check_against_floor(policy(runtime={"seed": 4}), load_floor_default(tmp_path))
+
+
+def load_floor_default(tmp_path: Path) -> Floor:
+    """FLOOR as written: no runtime section, so any seed is the policy's to choose."""
+    path = tmp_path / "unseeded.yaml"
+    path.write_text(yaml.safe_dump(FLOOR))
+    return load_floor(path)
+
+
 def test_a_declared_output_kind_must_be_the_floors(tmp_path: Path) -> None:
     path = tmp_path / "logits-floor.yaml"
     path.write_text(yaml.safe_dump({**FLOOR, "model": {"outputs": "logits"}}))
@@ -180,18 +199,23 @@ def test_a_declared_output_kind_must_be_the_floors(tmp_path: Path) -> None:
 
 
 def test_the_audit_and_the_probe_are_checked_too(floor: Floor) -> None:
-    check_audit_against_floor(floor, 200, 250, "auto", "logits")
-    check_audit_against_floor(floor, 200, 200, "logits", "logits")
-    check_audit_against_floor(floor, 200, 200, "probabilities", "labels")  # one-hot softmax
-    check_audit_against_floor(None, 5, 5, "labels", "logits")  # no floor: the policy decides
+    check_audit_size(floor, 200, 250)
+    check_audit_size(None, 5, 5)  # no floor: the policy decides
     with pytest.raises(PolicyError) as raised:
-        check_audit_against_floor(floor, 68, 68, "labels", "logits")
-    size, kind = raised.value.problems
-    assert size.startswith("data: the audit set has 68 members and 68 non-members, but the floor")
-    assert "at least 200 per side" in size
-    assert kind.startswith("model.outputs: declares labels, but the model returns logits")
-    with pytest.raises(PolicyError, match="declares labels, but the model returns probabilities"):
-        check_audit_against_floor(floor, 200, 200, "labels", "probabilities")
+        check_audit_size(floor, 250, 199)
+    assert str(raised.value).startswith(
+        "data: the audit set has 250 members and 199 non-members, but the floor (floor.yaml) "
+        "requires at least 200 per side"
+    )
+    check_output_kind(floor, "auto", "logits")
+    check_output_kind(floor, "logits", "logits")
+    check_output_kind(floor, "probabilities", "labels")  # a saturated softmax reads one-hot
+    check_output_kind(None, "labels", "logits")
+    for declared, detected in (("labels", "logits"), ("labels", "probabilities")):
+        with pytest.raises(
+            PolicyError, match=f"declares {declared}, but the model returns {detected}"
+        ):
+            check_output_kind(floor, declared, detected)
 
 
 def test_options_build_or_tighten_the_same_floor(floor: Floor) -> None:
