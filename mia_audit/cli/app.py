@@ -268,7 +268,7 @@ def _floor_note(floor: Any, max_auc: float | None, tpr: list[str] | None) -> str
             f"gate floor from the command line: {options.describe()}; the policy's gate is "
             "at least as strict"
         )
-    return f"{floor.source} (sha256 {floor.sha256[:12]}): the policy is at least as strict"
+    return f"{floor.source}, sha256 {floor.sha256[:12]}: the policy is at least as strict"
 
 
 def _load_with_overrides(
