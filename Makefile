@@ -25,7 +25,7 @@ test: lint
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check mia_audit tests bench
-	$(BIN)/mypy mia_audit
+	$(BIN)/mypy mia_audit bench
 
 schema: $(BIN)/.installed
 	$(BIN)/mia-audit schema > policies/policy.schema.json

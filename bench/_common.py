@@ -141,7 +141,7 @@ def cifar_target(
             lr=1e-3,
             weight_decay=0.0,
             schedule="cosine",
-            augment=augment,  # type: ignore[arg-type]
+            augment=augment,
         )
         data = TrainingData(
             images[members].transpose(0, 3, 1, 2).copy(), labels[members], CIFAR_MEAN, CIFAR_STD

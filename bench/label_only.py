@@ -177,7 +177,8 @@ class CountingNormalised:
 
             def forward(self, batch: torch.Tensor) -> torch.Tensor:
                 self.images += len(batch)
-                return self.inner((batch.float() - mean) / std)
+                logits: torch.Tensor = self.inner((batch.float() - mean) / std)
+                return logits
 
         return Wrapped().eval()
 
