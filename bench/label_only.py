@@ -19,7 +19,7 @@ What it does, in order:
    seconds and queries per sample.
 
 100 + 100 samples support TPR at 5 % FPR (5 false positives allowed) only roughly, and TPR at
-1 % not at all (README, Uncertainty): those two columns are indicative.
+1 % not at all (docs/gate.md): those two columns are indicative.
 """
 
 from __future__ import annotations
