@@ -37,8 +37,8 @@ def check_against_floor(policy: Policy, floor: Floor | None) -> None:
         *_data_and_model(policy, floor),
         *_recipe(policy, floor),
     ]
-    if problems:
-        raise PolicyError.listing(problems)
+    if problems:  # a narrowed gate.attacks is one problem, whatever the floor's conditions
+        raise PolicyError.listing(list(dict.fromkeys(problems)))
 
 
 def check_audit_size(floor: Floor | None, n_members: int, n_non_members: int) -> None:

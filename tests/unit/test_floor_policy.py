@@ -152,6 +152,7 @@ def test_weaker_is_refused_naming_key_and_both_values(
     text = "\n".join(found)
     for part in expected:
         assert part in text, text
+    assert len(set(found)) == len(found)  # each problem once (gate.attacks narrows both)
 
 
 def test_every_problem_is_listed_at_once(floor: Floor) -> None:
