@@ -279,3 +279,19 @@ def test_a_malformed_floor_is_exit_2_naming_the_file(
 def test_a_missing_floor_file_names_the_option(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match=r"^--floor: .*nope.yaml: floor file not found"):
         load_floor(tmp_path / "nope.yaml")
+
+
+def test_the_documented_floor_loads_and_its_workflow_names_it(tmp_path: Path) -> None:
+    """docs/floor.md's floor file is a valid floor; its workflow passes it as `floor:`."""
+    import re
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "floor.md").read_text()
+    floor_block, workflow_block = re.findall(r"```yaml\n(.*?)```", page, flags=re.S)
+    path = tmp_path / "mia-floor.yaml"
+    path.write_text(floor_block)
+    spec = load_floor(path).spec
+    assert spec.data.max_per_side == 200 and spec.runtime.seed == 0
+    assert set(spec.pinned_recipe) == {"epochs", "lr", "augment"}
+    steps = yaml.safe_load(workflow_block)["jobs"]["mia-audit"]["steps"]
+    audit = next(step for step in steps if step.get("id") == "audit")
+    assert audit["with"]["floor"].startswith(steps[1]["with"]["path"] + "/")
