@@ -425,7 +425,8 @@ def unsupported_fpr_message(
     )
 
 
-def _gate_metrics(results: Sequence[AttackResult]) -> dict[str, AttackMetrics]:
+def gate_metrics_by_attack(results: Sequence[AttackResult]) -> dict[str, AttackMetrics]:
+    """What the gate reads of every attack, by attack id."""
     return {result.id: gate_metrics(result) for result in results}
 
 

@@ -90,12 +90,12 @@ def _torch_module(
 ) -> nn.Module:
     if model_format == "torchscript":
         return _load_torchscript(path)
-    content = _torch_load(path, spec.allow_pickle)
+    content = torch_load(path, spec.allow_pickle)
     from torch import nn
 
     if isinstance(content, nn.Module):
         return content
-    state_dict = _find_state_dict(content, path)
+    state_dict = find_state_dict(content, path)
     return _module_from_state_dict(state_dict, spec, search_path)
 
 
@@ -118,7 +118,7 @@ def _load_torchscript(path: Path) -> nn.Module:
     return module
 
 
-def _torch_load(path: Path, allow_pickle: bool) -> Any:
+def torch_load(path: Path, allow_pickle: bool) -> Any:
     import torch
 
     try:
@@ -161,7 +161,7 @@ def _line(error: BaseException) -> str:
     return line
 
 
-def _find_state_dict(content: Any, path: Path) -> Mapping[str, Any]:
+def find_state_dict(content: Any, path: Path) -> Mapping[str, Any]:
     """A state dict, or a training checkpoint holding one under a usual key."""
     import torch
 

@@ -27,9 +27,9 @@ from mia_audit.attacks.config import AttackConfig
 from mia_audit.attacks.queries import IDENTITY, View
 from mia_audit.attacks.reference_base import ReferenceAttack, ReferenceAttackConfig
 from mia_audit.errors import PolicyError
-from mia_audit.models.inference import LogitsRequest, run_batch
+from mia_audit.models.inference import run_batch
 from mia_audit.pipeline.prepare import PreparedRun
-from mia_audit.pipeline.target import _audit_images_sha256, views_needed
+from mia_audit.pipeline.target import target_logits_request, views_needed
 from mia_audit.progress import Progress, SilentProgress
 from mia_audit.reports.text import plural
 from mia_audit.store.cache import entry_key, logits_store
@@ -217,12 +217,7 @@ def _attack_text(config: AttackConfig) -> str:
 def _cached_target_views(prepared: PreparedRun, views: Sequence[View]) -> int:
     """Views of the target's logits on the audit set the cache holds (by file)."""
     store = logits_store(prepared.policy.runtime.cache_dir)
-    request = LogitsRequest(
-        model_sha256=prepared.model.sha256,
-        data_sha256=_audit_images_sha256(prepared.data.audit_set),
-        preprocess=prepared.preprocess,
-        engine=prepared.model.engine_key,
-    )
+    request = target_logits_request(prepared.model, prepared.data.audit_set, prepared.preprocess)
     return sum(entry_key("logits", request.key_parts(view)) in store for view in views)
 
 

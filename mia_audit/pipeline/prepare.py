@@ -35,7 +35,7 @@ from mia_audit.pipeline.inputs import (
     check_population,
     population_requirement,
 )
-from mia_audit.pipeline.target import _check_model, _naming_model, preprocessor
+from mia_audit.pipeline.target import check_model, naming_model, preprocessor
 from mia_audit.policy.schema import Policy
 from mia_audit.progress import Progress, SilentProgress
 
@@ -100,8 +100,8 @@ def prepare_run(
     notes = _checked_sizes(policy, audit_set)
     for note in notes:
         progress.note(note)
-    with _naming_model(policy):
-        num_classes, model, outputs = _check_model(model, data, policy, preprocess)
+    with naming_model(policy):
+        num_classes, model, outputs = check_model(model, data, policy, preprocess)
     check_attack_outputs(attacks, outputs.kind, _kind_source(outputs.declared))
     progress.note(outputs.note)
     return PreparedRun(

@@ -25,8 +25,8 @@ from mia_audit.errors import (
     EXIT_PASS,
 )
 from mia_audit.gate.evaluate import (
-    _gate_metrics,
     evaluate_gate,
+    gate_metrics_by_attack,
     gate_passed,
     utc_today,
 )
@@ -45,12 +45,12 @@ from mia_audit.pipeline.plan import check_max_minutes, plan_run
 from mia_audit.pipeline.prepare import PreparedRun, prepare_run
 from mia_audit.pipeline.references import prepare_references
 from mia_audit.pipeline.target import (
-    _naming_model,
-    _target_fit,
-    _target_info,
-    _target_logits,
     attack_view,
+    naming_model,
     target_accuracy,
+    target_fit,
+    target_info,
+    target_logits,
 )
 from mia_audit.pipeline.tracking import Timer, TrustNotes
 from mia_audit.policy.loading import LoadedPolicy
@@ -141,13 +141,13 @@ def audit_prepared(
     baseline, today, device = prepared.baseline, prepared.today, prepared.device
     notes = list(prepared.notes)
     outputs = prepared.outputs
-    with timer.phase("inference"), _naming_model(policy):
-        raw = _target_logits(
+    with timer.phase("inference"), naming_model(policy):
+        raw = target_logits(
             policy, model, data.audit_set, preprocess, attacks, progress, trust.note
         )
         target = attack_view(outputs, raw)
     fit_notes = preconditions.check_target_fit(
-        _target_fit(target, data.audit_set, num_classes), policy.preconditions
+        target_fit(target, data.audit_set, num_classes), policy.preconditions
     )
     for note in fit_notes:
         progress.note(note)
@@ -190,7 +190,7 @@ def audit_prepared(
     )
     results, scores = run_attacks(attacks, context, data.audit_set, policy, progress, timer)
     gate_conditions = evaluate_gate(
-        policy.gate, _gate_metrics(results), baseline=baseline, today=today
+        policy.gate, gate_metrics_by_attack(results), baseline=baseline, today=today
     )
     passed = gate_passed(gate_conditions)
     result = Result(
@@ -199,7 +199,7 @@ def audit_prepared(
         exit_code=EXIT_PASS if passed else EXIT_GATE_FAILED,
         seed=policy.runtime.seed,
         policy=inputs.origin,
-        target=_target_info(policy, model, target, data.audit_set, num_classes, outputs),
+        target=target_info(policy, model, target, data.audit_set, num_classes, outputs),
         data=_data_info(data, policy),
         attacks=results,
         gate=GateResult(passed=passed, conditions=gate_conditions, evaluated_on=today),

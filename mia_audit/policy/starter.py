@@ -94,13 +94,13 @@ def starter_policy(inputs: StarterInputs) -> str:
 
 def detect_model(path: Path, members: ImageSet) -> DetectedModel:
     """Format, classes and (for a state dict) the architecture of the model file."""
-    from mia_audit.models.loading import _find_state_dict, _torch_load, detect_format
+    from mia_audit.models.loading import detect_format, find_state_dict, torch_load
 
     if not path.is_file():
         raise InputError(f"--model: {path}: file not found")
     model_format = detect_format(path)
     if model_format == "state_dict":
-        state = _find_state_dict(_torch_load(path, allow_pickle=False), path)
+        state = find_state_dict(torch_load(path, allow_pickle=False), path)
         architecture, cifar_stem, num_classes = match_architecture(state)
         return DetectedModel(model_format, num_classes, architecture, cifar_stem)
     from mia_audit.models.inference import Preprocessor, run_batch
