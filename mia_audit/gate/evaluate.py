@@ -1,4 +1,5 @@
-"""The gate: compare attack metrics with the policy's limits (pure; no I/O).
+"""The gate: compare attack metrics with the policy's limits (pure, except `gate_baseline`,
+which reads the baseline result file).
 
 Each condition is checked against every attack in its scope and the worst attack decides, so
 adding a stronger attack can only make the gate stricter. `statistic: upper` gates on the upper

@@ -1,6 +1,6 @@
 """Spot checks of cached logits: a random sample of rows, recomputed with the real model.
 
-An integrity record (`mia_audit.cache`) proves that an entry is what its writer wrote, not that
+An integrity record (`mia_audit.store.cache`) proves that an entry is what its writer wrote, not that
 the writer wrote the model's outputs: a cache restored from an untrusted writer could hold the
 target's logits shuffled within each class, under a consistent record, and turn a leaking
 model's FAIL into a PASS. So whenever logits come from the cache, a sample of their rows is
@@ -13,7 +13,7 @@ compares: an honest cache gives bit for bit the result it gave before. What a sa
 promise (an entry with only a handful of rows altered can pass one run's check) is stated in
 README.md, Security.
 
-This module is pure (sampling, tolerances, comparison); `mia_audit.inference` runs the model.
+This module is pure (sampling, tolerances, comparison); `mia_audit.models.inference` runs the model.
 """
 
 from __future__ import annotations

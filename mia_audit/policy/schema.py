@@ -153,6 +153,3 @@ class Policy(StrictModel):
 
     def attack(self, label: str) -> AttackConfig:
         return next(attack for attack in self.attacks if attack.label == label)
-
-
-# --- error messages -------------------------------------------------------------------------
