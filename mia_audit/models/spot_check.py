@@ -1,9 +1,9 @@
 """Spot checks of cached logits: a random sample of rows, recomputed with the real model.
 
 An integrity record (`mia_audit.store.cache`) proves that an entry is what its writer wrote,
-not that the writer wrote the model's outputs: a cache restored from an untrusted writer could hold the
-target's logits shuffled within each class, under a consistent record, and turn a leaking
-model's FAIL into a PASS. So whenever logits come from the cache, a sample of their rows is
+not that the writer wrote the model's outputs: a cache restored from an untrusted writer could
+hold the target's logits shuffled within each class, under a consistent record, and turn a
+leaking model's FAIL into a PASS. So whenever logits come from the cache, a sample of their rows is
 recomputed with the model (every cached view) and compared with the cached rows; an entry that
 disagrees anywhere beyond the engine's tolerance is refused and recomputed whole.
 
