@@ -294,14 +294,8 @@ def _measure_reference(
 def _measure_statistics(prepared: PreparedRun) -> float:
     """Seconds the statistics of one attack take on the audit set (measured on a subsample of
     random scores, scaled by its size)."""
-    from mia_audit.evaluation import breakdowns
-    from mia_audit.evaluation.evaluate import (
-        AttackIdentity,
-        AuditSamples,
-        EvaluationSettings,
-        evaluate_attack,
-    )
-    from mia_audit.gate.evaluate import gate_fprs
+    from mia_audit.evaluation.evaluate import AttackIdentity, AuditSamples, evaluate_attack
+    from mia_audit.pipeline.attacks import evaluation_settings
 
     audit_set, policy = prepared.data.audit_set, prepared.policy
     n = len(audit_set.labels)
@@ -313,11 +307,7 @@ def _measure_statistics(prepared: PreparedRun) -> float:
         ids=audit_set.ids[rows],
         correct=rng.random(len(rows)) < 0.5,
     )
-    settings = EvaluationSettings(
-        fprs=breakdowns.report_fprs(gate_fprs(policy.gate)),
-        statistics=policy.statistics,
-        seed=policy.runtime.seed,
-    )
+    settings = evaluation_settings(policy)
     start = time.perf_counter()
     evaluate_attack(AttackIdentity("probe", "probe"), rng.random(len(rows)), samples, settings, 0.0)
     return (time.perf_counter() - start) * n / len(rows)
