@@ -9,11 +9,8 @@ with every attack's per-sample scores. The callers decide what to print and wher
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date
 from typing import Any
-
-import numpy as np
 
 from mia_audit._version import __version__
 from mia_audit.attacks.base import AttackContext
@@ -41,6 +38,7 @@ from mia_audit.pipeline.inputs import (
     AuditInputs,
     load_data_files,
 )
+from mia_audit.pipeline.outcome import AuditResult
 from mia_audit.pipeline.plan import check_max_minutes, plan_run
 from mia_audit.pipeline.prepare import PreparedRun, prepare_run
 from mia_audit.pipeline.references import prepare_references
@@ -64,16 +62,6 @@ from mia_audit.result import (
     Result,
     ToolInfo,
 )
-
-
-@dataclass(frozen=True)
-class AuditOutcome:
-    """The result, and what result.json does not hold: every attack's per-sample scores (by
-    attack id) over the audit samples (`audit_set`: images, labels, membership, ids)."""
-
-    result: Result
-    scores: dict[str, np.ndarray]
-    audit_set: AuditSet
 
 
 def inputs_from_policy(loaded: LoadedPolicy) -> AuditInputs:
@@ -106,7 +94,7 @@ def audit(
     progress: Progress | None = None,
     *,
     clock: Callable[[], date] = utc_today,
-) -> AuditOutcome:
+) -> AuditResult:
     """Run every attack of the policy and evaluate its gate.
 
     `clock` gives the date suppressions expire against (injectable, so tests can pin it).
@@ -127,7 +115,7 @@ def audit_prepared(
     *,
     timer: Timer | None = None,
     trust: TrustNotes | None = None,
-) -> AuditOutcome:
+) -> AuditResult:
     """The rest of `audit` once its inputs are prepared (`prepare_run`): score and decide."""
     timer = timer or Timer()
     trust = trust or TrustNotes(progress)
@@ -218,7 +206,8 @@ def audit_prepared(
         notes=[*notes, *trust.notes],
         references=references_fit,
     )
-    return AuditOutcome(result, scores, data.audit_set)
+    audit_set = data.audit_set
+    return AuditResult(result, scores, audit_set.is_member, audit_set.labels, audit_set.ids)
 
 
 def _oracle(
