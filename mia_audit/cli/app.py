@@ -497,7 +497,7 @@ def plan(
         try:
             inputs = inputs_from_policy(loaded)
             prepared = prepare_run(inputs, progress)
-            planned = plan_run(prepared, inputs.search_path, progress)
+            planned = plan_run(prepared)
         finally:
             progress.close()
         if as_json:

@@ -30,7 +30,6 @@ from mia_audit.errors import PolicyError
 from mia_audit.models.inference import run_batch
 from mia_audit.pipeline.prepare import PreparedRun
 from mia_audit.pipeline.target import target_logits_request, views_needed
-from mia_audit.progress import Progress, SilentProgress
 from mia_audit.reports.text import plural
 from mia_audit.store.cache import entry_key, logits_store
 
@@ -140,18 +139,14 @@ class RunPlan:
         }
 
 
-def plan_run(
-    prepared: PreparedRun,
-    search_path: Path | None,
-    progress: Progress | None = None,
-) -> RunPlan:
+def plan_run(prepared: PreparedRun) -> RunPlan:
     """Count the run's work and measure throughput on its device; trains no model."""
-    progress = progress or SilentProgress()
+    progress = prepared.progress
     policy, audit_set = prepared.policy, prepared.data.audit_set
     views = views_needed(prepared.attacks)
     cached_views = _cached_target_views(prepared, views)
     n_audit = len(audit_set.labels)
-    references = _reference_models(prepared, search_path, progress)
+    references = _reference_models(prepared)
     survey = None
     population_views: tuple[View, ...] = ()
     if references is not None:
@@ -221,26 +216,13 @@ def _cached_target_views(prepared: PreparedRun, views: Sequence[View]) -> int:
     return sum(entry_key("logits", request.key_parts(view)) in store for view in views)
 
 
-def _reference_models(
-    prepared: PreparedRun, search_path: Path | None, progress: Progress
-) -> ReferenceModels | None:
+def _reference_models(prepared: PreparedRun) -> ReferenceModels | None:
     """The run's reference-model provider (nothing trained), when an attack needs one."""
     if not prepared.policy.reference_attacks:
         return None
     from mia_audit.pipeline.references import reference_provider
 
-    return reference_provider(
-        prepared.policy,
-        search_path,
-        prepared.data,
-        prepared.model,
-        prepared.num_classes,
-        prepared.preprocess,
-        prepared.device,
-        progress,
-        executor=False,
-        output_kind=prepared.outputs.kind,
-    )
+    return reference_provider(prepared, executor=False)
 
 
 # --- measuring ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,13 +39,21 @@ from mia_audit.pipeline.inputs import (
 from mia_audit.pipeline.target import check_model, naming_model, preprocessor
 from mia_audit.policy.schema import Policy
 from mia_audit.progress import Progress, SilentProgress
+from mia_audit.result import PolicyInfo
 
 
 @dataclass(frozen=True)
 class PreparedRun:
-    """A run up to its first scored image: every input loaded and checked."""
+    """A run up to its first scored image, every input loaded and checked: the one value the
+    rest of the run (inference, reference models, attacks, the plan) reads its inputs from."""
 
     policy: Policy
+    #: Where the policy came from (result.json's `policy`).
+    origin: PolicyInfo
+    #: Where `module:function` factories are looked up.
+    search_path: Path | None
+    #: Hears the stages and notes of the rest of the run.
+    progress: Progress
     attacks: tuple[Attack[Any], ...]
     baseline: Baseline | None
     today: date
@@ -106,6 +115,9 @@ def prepare_run(
     progress.note(outputs.note)
     return PreparedRun(
         policy=policy,
+        origin=inputs.origin,
+        search_path=inputs.search_path,
+        progress=progress,
         attacks=attacks,
         baseline=baseline,
         today=today,
