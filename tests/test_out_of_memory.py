@@ -22,6 +22,7 @@ from torch import nn
 from mia_audit.attacks.queries import IDENTITY, View
 from mia_audit.errors import AuditError
 from mia_audit.models.classifier import TorchClassifier
+from mia_audit.models.engine import EngineKey
 from mia_audit.models.inference import Preprocessor, predict
 from mia_audit.progress import SilentProgress
 from mia_audit.references.executors.base import Architecture, TrainingTask
@@ -201,7 +202,7 @@ def test_reference_models_hear_of_the_retries() -> None:
         device="cuda",
         batch_size=8,
         seed=0,
-        target=TargetModel(TorchClassifier(tiny_net(), "cpu"), "target", "torch:cpu:fp32"),
+        target=TargetModel(TorchClassifier(tiny_net(), "cpu"), "target", EngineKey("torch", "cpu")),
     )
     models = ReferenceModels(setup, None, progress=progress)
     assert isinstance(models.executor, LocalExecutor)

@@ -15,6 +15,7 @@ from mia_audit.attacks.queries import IDENTITY, View
 from mia_audit.attacks.reference_sets import ReferenceRequest
 from mia_audit.data.images import make_image_set
 from mia_audit.models.classifier import TorchClassifier
+from mia_audit.models.engine import EngineKey
 from mia_audit.models.inference import Preprocessor
 from mia_audit.references.executors.base import Architecture, OnTrained, TrainingTask
 from mia_audit.references.executors.local import LocalExecutor
@@ -164,7 +165,7 @@ def setup_for(
         device="cpu",
         batch_size=32,
         seed=0,
-        target=TargetModel(target, target_sha, "torch:cpu:fp32"),
+        target=TargetModel(target, target_sha, EngineKey("torch", "cpu")),
     )
 
 

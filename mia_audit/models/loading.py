@@ -22,6 +22,7 @@ from mia_audit.models.classifier import (
     TorchClassifier,
     onnx_classifier,
 )
+from mia_audit.models.engine import EngineKey
 from mia_audit.store.hashing import file_sha256
 
 if TYPE_CHECKING:
@@ -44,11 +45,11 @@ class LoadedModel:
     precision: str = "fp32"
 
     @property
-    def engine_key(self) -> str:
+    def engine_key(self) -> EngineKey:
         """Engine, device and precision: all three change the logits (part of cache keys)."""
         classifier = self.classifier
         autocast = AUTOCAST_DTYPES[self.precision] or "fp32"
-        return f"{classifier.engine}:{classifier.device}:{autocast}"
+        return EngineKey(classifier.engine, classifier.device, autocast)
 
 
 def load_target(spec: ModelSpec, device: str, search_path: Path | None = None) -> LoadedModel:

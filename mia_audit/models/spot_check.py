@@ -23,6 +23,7 @@ import secrets
 import numpy as np
 
 from mia_audit.attacks.queries import IDENTITY, View
+from mia_audit.models.engine import EngineKey
 
 #: Rows of the target's cached logits recomputed per run (on the audit set, on the population).
 TARGET_ROWS = 128
@@ -44,12 +45,11 @@ def secret_rows(n: int, count: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(n, count), replace=False))
 
 
-def relative_tolerance(engine: str) -> float:
-    """The tolerance for logits of an engine key ``engine:device:precision``."""
-    precision = engine.rsplit(":", 1)[-1]
-    if precision not in ("fp32", ""):
+def relative_tolerance(engine: EngineKey) -> float:
+    """The tolerance for logits computed by this engine, device and precision."""
+    if engine.half:
         return HALF_TOLERANCE
-    return GPU_FP32_TOLERANCE if ":cuda" in engine else CPU_FP32_TOLERANCE
+    return GPU_FP32_TOLERANCE if engine.on_gpu else CPU_FP32_TOLERANCE
 
 
 def view_label(view: View) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 from mia_audit.attacks.queries import IDENTITY, View
 from mia_audit.attacks.reference_sets import Mode, ReferenceRequest
 from mia_audit.data.images import ImageSet, as_float01
+from mia_audit.models.engine import EngineKey
 from mia_audit.models.inference import LogitsRequest, Preprocessor
 from mia_audit.references.executors.base import Architecture, TrainingTask
 from mia_audit.references.plans import ReferencePlan, make_plan
@@ -48,7 +49,7 @@ class TargetModel:
 
     classifier: Classifier
     sha256: str
-    engine: str
+    engine: EngineKey
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ class Catalogue:
             model_sha256=key,
             data_sha256=self.data_sha256(part),
             preprocess=self.setup.preprocess,
-            engine=f"torch:{self.logits_device}:fp32",
+            engine=EngineKey("torch", self.logits_device),
         )
 
     def data_sha256(self, part: str) -> str:

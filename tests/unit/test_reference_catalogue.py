@@ -13,6 +13,7 @@ import pytest
 from mia_audit.attacks.queries import IDENTITY, View
 from mia_audit.attacks.reference_sets import ReferenceRequest
 from mia_audit.data.images import make_image_set
+from mia_audit.models.engine import EngineKey
 from mia_audit.models.inference import Preprocessor
 from mia_audit.references.catalogue import AuditRows, Catalogue, ReferenceSetup, TargetModel
 from mia_audit.references.executors.base import Architecture
@@ -38,7 +39,7 @@ def setup_for(**changes: Any) -> ReferenceSetup:
         device="cpu",
         batch_size=16,
         seed=0,
-        target=TargetModel(classifier=None, sha256="target-1", engine="torch:cpu:fp32"),  # type: ignore[arg-type]
+        target=TargetModel(classifier=None, sha256="target-1", engine=EngineKey("torch", "cpu")),  # type: ignore[arg-type]
     )
     return replace(setup, **changes)
 
@@ -93,7 +94,10 @@ def test_keys_follow_the_data_recipe_and_seed_not_the_target() -> None:
         return Catalogue(setup, "cpu").group("offline", 2).keys
 
     same = keys(setup_for())
-    assert keys(setup_for(target=TargetModel(None, "target-2", "onnx:cpu:fp32"))) == same  # type: ignore[arg-type]
+    assert (
+        keys(setup_for(target=TargetModel(None, "target-2", EngineKey("onnxruntime", "cpu"))))
+        == same
+    )  # type: ignore[arg-type]
     assert keys(setup_for(seed=1)) != same
     assert (
         keys(setup_for(recipe=TrainingRecipe(epochs=3, batch_size=8, augment=(), train_size=30)))
@@ -110,8 +114,8 @@ def test_keys_follow_the_data_recipe_and_seed_not_the_target() -> None:
 def test_logits_requests_name_the_device_they_are_computed_on() -> None:
     local, remote = Catalogue(setup_for(), "cpu"), Catalogue(setup_for(), "cuda")
     key = local.group("online", 2).keys[0]
-    assert local.logits_request(key, "audit").engine == "torch:cpu:fp32"
-    assert remote.logits_request(key, "audit").engine == "torch:cuda:fp32"
+    assert local.logits_request(key, "audit").engine == EngineKey("torch", "cpu")
+    assert remote.logits_request(key, "audit").engine == EngineKey("torch", "cuda")
     assert local.logits_request(key, "audit").key_parts(IDENTITY) != local.logits_request(
         key, "population"
     ).key_parts(IDENTITY)
