@@ -26,9 +26,11 @@ from mia_audit.data.images import ImageSet, as_float01
 from mia_audit.models.engine import EngineKey
 from mia_audit.models.inference import LogitsRequest, Preprocessor
 from mia_audit.references.executors.base import Architecture, TrainingTask
+from mia_audit.references.fit import plan_rows
 from mia_audit.references.plans import ReferencePlan, make_plan
 from mia_audit.references.settings import TRAINER_VERSION, TrainingRecipe
 from mia_audit.references.training import TrainingData, TrainingJob
+from mia_audit.references.verifier import ModelRows
 from mia_audit.store.hashing import arrays_sha256, json_sha256
 
 if TYPE_CHECKING:
@@ -237,6 +239,14 @@ class Catalogue:
                 items = wanted.setdefault(key, set())
                 items.update((part, view) for part in group.parts() for view in group.views)
         return wanted
+
+    def model_rows(self, key: str, at_hand: np.ndarray) -> ModelRows:
+        """A model's IN and OUT rows by its plan (`plan_rows`), with its logits at hand."""
+        slot = self.slot(key)
+        in_audit, in_population = slot.in_rows
+        pool = self.rows.pool_rows(slot.group.plan)
+        in_rows, out_rows = plan_rows(in_audit, in_population, pool)
+        return ModelRows(in_rows, out_rows, at_hand)
 
     def target_population_views(self) -> set[View]:
         """The views of the target's logits on the population some group needs."""

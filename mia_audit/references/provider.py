@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mia_audit.attacks.queries import IDENTITY, View
+from mia_audit.attacks.queries import IDENTITY
 from mia_audit.attacks.reference_sets import Mode, ReferenceRequest, ReferenceSet
 from mia_audit.errors import AuditError, ModelError
-from mia_audit.models import spot_check
-from mia_audit.models.inference import LogitsRequest, cached_predict, predict
+from mia_audit.models.inference import predict
 from mia_audit.progress import Advance, Notify, Progress, SilentProgress
 from mia_audit.references.catalogue import (
     MODEL_CACHE_VERSION,
+    AuditRows,
     Catalogue,
     ReferenceSetup,
     TargetModel,
@@ -47,12 +47,13 @@ from mia_audit.references.executors.base import (
     TrainingTask,
 )
 from mia_audit.references.executors.local import LocalExecutor
-from mia_audit.references.fit import ModelFit, plan_rows, unverifiable_note
+from mia_audit.references.fit import ModelFit, unverifiable_note
+from mia_audit.references.logits import ReferenceLogits
 from mia_audit.references.trainer import Trainer
 from mia_audit.references.training import TrainingData
-from mia_audit.references.verifier import ModelRows, Probe, measure, verify_cached
+from mia_audit.references.verifier import Labels, ModelRows, Probe, measure, verify_cached
 from mia_audit.reports.text import plural
-from mia_audit.store.cache import StateDict, entry_key, logits_store, model_store
+from mia_audit.store.cache import StateDict, logits_store, model_store
 
 if TYPE_CHECKING:
     from torch import nn
@@ -120,7 +121,7 @@ class ReferenceModels:
         self.setup = setup
         self.progress: Progress = progress or SilentProgress()
         self.notify: Notify = notify or self.progress.note
-        self._refusals: list[str] = []
+        self._refusals = Refusals()
         self.executor: Executor = executor or LocalExecutor(setup.device, notify=self.progress.note)
         self.trainer = Trainer(
             self.executor, setup.recipe, setup.architecture, setup.device, self.progress
@@ -132,11 +133,10 @@ class ReferenceModels:
         self.logits = logits_store(
             cache_dir, notify=self._refusals.append, in_memory=self.trainer.predicts_where_trained
         )
+        self._logits = ReferenceLogits(self.catalogue, self.logits, self.progress)
         self.loaded = 0
         #: Each model's fit to its own plan (seeded sample), by key.
         self.fits: dict[str, ModelFit] = {}
-        self._values: dict[tuple[str, str, View], np.ndarray] = {}
-        self._target_population: dict[View, np.ndarray] = {}
         self._plan_checked: set[str] = set()
 
     @property
@@ -158,13 +158,14 @@ class ReferenceModels:
         pending = {key: items for key, items in wanted.items() if not self._ready(key, items)}
         try:
             retrain = self._use_cached(pending)
-            self._publish_refusals()  # before what training and the fresh models' checks say
+            # before what training and the fresh models' checks say
+            self._refusals.publish(self.notify)
             self._train({key: pending[key] for key in retrain})
             self._use_trained({key: pending[key] for key in retrain})
-            self._predict_target_population()
+            self._logits.predict_target_population()
         finally:
             self.trainer.close()
-            self._publish_refusals()
+            self._refusals.publish(self.notify)
 
     def get(self, request: ReferenceRequest) -> ReferenceSet:
         group = self.catalogue.groups.get((request.mode, request.count))
@@ -176,12 +177,14 @@ class ReferenceModels:
         return ReferenceSet(
             mode=request.mode,
             views=views,
-            audit=self._stack(group.keys, "audit", views),
+            audit=self._logits.stack(group.keys, "audit", views),
             in_audit=group.plan.in_audit,
-            population=self._stack(group.keys, "population", views) if group.population else None,
+            population=(
+                self._logits.stack(group.keys, "population", views) if group.population else None
+            ),
             in_population=group.plan.in_population,
             population_labels=np.empty(0, np.int64) if population is None else population.labels,
-            target_population=self._target_stack(views) if group.population else None,
+            target_population=self._logits.target_stack(views) if group.population else None,
             model_keys=group.keys,
         )
 
@@ -201,7 +204,7 @@ class ReferenceModels:
             len(catalogue.rows.images_of(part))
             for key, items in wanted.items()
             for part, view in items
-            if key in to_train or self._logits_key(key, part, view) not in self.logits
+            if key in to_train or self._logits.entry(key, part, view) not in self.logits
         )
         sets = tuple(
             (mode, count, sum(key in cached for key in group.keys))
@@ -215,10 +218,7 @@ class ReferenceModels:
 
     def _ready(self, key: str, items: Wanted) -> bool:
         """Whether this run already vouched for the model and holds every wanted logit."""
-        return key in self.fits and all((key, part, view) in self._values for part, view in items)
-
-    def _logits_key(self, key: str, part: str, view: View) -> str:
-        return entry_key("logits", self.catalogue.logits_request(key, part).key_parts(view))
+        return key in self.fits and self._logits.has(key, items)
 
     # cached models: vouched for, or refused and retrained
 
@@ -232,7 +232,7 @@ class ReferenceModels:
         with self.progress.stage(description, self.catalogue.images_total(cached)) as advance:
             for key, items in cached.items():
                 if not self._use_cached_model(key, items, advance):
-                    self._forget(key, items)
+                    self._logits.forget(key, items)
                     retrain.append(key)
         return retrain
 
@@ -243,13 +243,9 @@ class ReferenceModels:
         if classifier is None:
             return False
         try:
-            self._predict_model(key, items, classifier, advance)
+            self._logits.predict(key, items, classifier, advance)
             verdict = verify_cached(
-                key,
-                self._model_rows(key),
-                self.catalogue.rows.labels,
-                self._probe(classifier),
-                plan_checked=key in self._plan_checked,
+                key, *self._evidence(key, classifier), plan_checked=key in self._plan_checked
             )
         except ModelError:
             self.models.refuse(key, "produces NaN or unusable logits")
@@ -274,12 +270,6 @@ class ReferenceModels:
             self.models.refuse(key, "does not fit the reference architecture")
             return None
         return self._classifier(module)
-
-    def _forget(self, key: str, items: Wanted) -> None:
-        """A refused model's logits go with it, from this run and from the cache."""
-        for part, view in items:
-            self._values.pop((key, part, view), None)
-            self.logits.discard(self._logits_key(key, part, view))
 
     # trained models
 
@@ -307,7 +297,7 @@ class ReferenceModels:
         wanted = {(part, view) for part, views in task.outputs for view in views}
         for (part, view), value in (logits or {}).items():
             if (part, view) in wanted:  # verified like cached logits before they are used
-                self.logits.put(self._logits_key(task.key, part, view), np.asarray(value))
+                self.logits.put(self._logits.entry(task.key, part, view), np.asarray(value))
         self.models.put(task.key, state)
 
     def _use_trained(self, pending: dict[str, Wanted]) -> None:
@@ -318,9 +308,8 @@ class ReferenceModels:
         with self.progress.stage(description, self.catalogue.images_total(pending)) as advance:
             for key, items in pending.items():
                 classifier = self._trained_classifier(key, items)
-                self._predict_model(key, items, classifier, advance)
-                rows, labels = self._model_rows(key), self.catalogue.rows.labels
-                self.fits[key] = measure(key, rows, labels, self._probe(classifier)).fit
+                self._logits.predict(key, items, classifier, advance)
+                self.fits[key] = measure(key, *self._evidence(key, classifier)).fit
                 self._plan_checked.add(key)  # trained from its plan in this run
         unfit = sum(not self.fits[key].fits_plan for key in pending)
         if unfit:
@@ -341,98 +330,46 @@ class ReferenceModels:
         module.load_state_dict(state)
         return self._classifier(module)
 
+    def _evidence(self, key: str, classifier: Classifier) -> tuple[ModelRows, Labels, Probe]:
+        """What the verifier reads of a model: its rows and the logits at hand, the rows'
+        labels, and a probe that runs rows through it."""
+        rows = self.catalogue.rows
+        model_rows = self.catalogue.model_rows(key, self._logits.identity(key))
+        return model_rows, rows.labels, probe(classifier, rows, self.setup)
+
     def _classifier(self, module: nn.Module) -> Classifier:
         from mia_audit.models.classifier import TorchClassifier
 
         return TorchClassifier(module, self.setup.device)
 
-    # what every model goes through before its logits are used
 
-    def _predict_model(
-        self, key: str, items: Wanted, classifier: Classifier, advance: Advance
-    ) -> None:
-        """The model's logits on every wanted part and view (cached ones spot-checked)."""
-        for part in sorted({part for part, _ in items}):
-            views = sorted(view for p, view in items if p == part)
-            logits = cached_predict(
-                self.logits,
-                self.catalogue.logits_request(key, part),
-                classifier,
-                self.catalogue.rows.images_of(part),
-                views,
-                self.setup.batch_size,
-                advance=advance,
-                notify=self.progress.note,
-                what=f"reference model {key[:12]}'s logits on the {part}",
-                check_rows=spot_check.REFERENCE_ROWS,
-            )
-            for view, value in zip(views, logits, strict=True):
-                self._values[(key, part, view)] = value
+def probe(classifier: Classifier, rows: AuditRows, setup: ReferenceSetup) -> Probe:
+    """The verifier's probe: logits and labels of rows, run through the model."""
 
-    def _model_rows(self, key: str) -> ModelRows:
-        """The model's IN and OUT rows by its plan, and its identity-view logits at hand: the
-        audit set, then the population when its logits were computed."""
-        slot = self.catalogue.slot(key)
-        in_audit, in_population = slot.in_rows
-        pool = self.catalogue.rows.pool_rows(slot.group.plan)
-        in_rows, out_rows = plan_rows(in_audit, in_population, pool)
-        parts = [self._values[(key, "audit", IDENTITY)]]
-        if (key, "population", IDENTITY) in self._values:
-            parts.append(self._values[(key, "population", IDENTITY)])
-        return ModelRows(in_rows, out_rows, np.concatenate(parts))
+    def run(picked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = rows.images(picked)
+        logits = predict(classifier, images, [IDENTITY], setup.preprocess, setup.batch_size)
+        return np.asarray(logits[0]), rows.labels(picked)
 
-    def _probe(self, classifier: Classifier) -> Probe:
-        """Logits and labels of rows, run through the model."""
-        rows_index, setup = self.catalogue.rows, self.setup
+    return run
 
-        def probe(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            images = rows_index.images(rows)
-            logits = predict(classifier, images, [IDENTITY], setup.preprocess, setup.batch_size)
-            return np.asarray(logits[0]), rows_index.labels(rows)
 
-        return probe
+class Refusals:
+    """What the caches refused, kept until published as notes: a few verbatim, then how many
+    more (a tampered cache can hold hundreds of reference entries)."""
 
-    def _predict_target_population(self) -> None:
-        setup = self.setup
-        views = sorted(self.catalogue.target_population_views() - set(self._target_population))
-        if not views or setup.population is None:
-            return
-        request = LogitsRequest(
-            model_sha256=setup.target.sha256,
-            data_sha256=self.catalogue.data_sha256("population"),
-            preprocess=setup.preprocess,
-            engine=setup.target.engine,
-        )
-        description = f"target inference on the population ({plural(len(views), 'view')})"
-        with self.progress.stage(description, setup.n_population) as advance:
-            logits = cached_predict(
-                self.logits,
-                request,
-                setup.target.classifier,
-                setup.population.images,
-                views,
-                setup.batch_size,
-                advance=advance,
-                notify=self.progress.note,
-                what="the target's logits on the population",
-            )
-        self._target_population.update(zip(views, logits, strict=True))
+    def __init__(self) -> None:
+        self._notes: list[str] = []
 
-    def _publish_refusals(self) -> None:
-        """What the caches refused, as notes: a few verbatim, then how many more."""
-        refusals = list(self._refusals)
-        self._refusals.clear()
-        for note in refusals[:MAX_REFUSAL_NOTES]:
-            self.notify(note)
-        if len(refusals) > MAX_REFUSAL_NOTES:
-            self.notify(
-                f"cache: {len(refusals) - MAX_REFUSAL_NOTES} more reference-model cache entries "
+    def append(self, note: str) -> None:
+        self._notes.append(note)
+
+    def publish(self, notify: Notify) -> None:
+        notes, self._notes = self._notes, []
+        for note in notes[:MAX_REFUSAL_NOTES]:
+            notify(note)
+        if len(notes) > MAX_REFUSAL_NOTES:
+            notify(
+                f"cache: {len(notes) - MAX_REFUSAL_NOTES} more reference-model cache entries "
                 "were refused likewise; not used, recomputed or retrained"
             )
-
-    def _stack(self, keys: Sequence[str], part: str, views: Sequence[View]) -> np.ndarray:
-        values = self._values
-        return np.stack([np.stack([values[(key, part, view)] for view in views]) for key in keys])
-
-    def _target_stack(self, views: Sequence[View]) -> np.ndarray:
-        return np.stack([self._target_population[view] for view in views])
