@@ -38,6 +38,7 @@ from mia_audit.result import (
     AttackResult,
     Condition,
     Interval,
+    Statistic,
 )
 
 #: Baseline deltas are rounded to this many decimals, so that 0.62 - 0.60 counts as 0.02.
@@ -80,7 +81,7 @@ class AttackMetrics:
         assert condition.fpr is not None, condition
         return self.tpr_at_fpr[condition.fpr]
 
-    def value(self, condition: ConditionId, statistic: str) -> float:
+    def value(self, condition: ConditionId, statistic: Statistic) -> float:
         """The point estimate, or for `upper` the CI's upper bound (at least the point)."""
         point = self.point(condition)
         if statistic != "upper":
@@ -193,7 +194,7 @@ def _evaluate_epsilon(
     )
 
 
-def _class_value(row: ClassAuc, statistic: str) -> float:
+def _class_value(row: ClassAuc, statistic: Statistic) -> float:
     if statistic == "upper" and row.ci is not None:
         return max(row.auc, row.ci[1])
     return row.auc
