@@ -11,7 +11,7 @@ so that tests (and reruns) can pin it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
@@ -427,16 +427,22 @@ def unsupported_fpr_message(
     )
 
 
-def gate_metrics_by_attack(results: Sequence[AttackResult]) -> dict[str, AttackMetrics]:
+def gate_metrics_by_attack(
+    results: Sequence[AttackResult], gate: GateSpec
+) -> dict[str, AttackMetrics]:
     """What the gate reads of every attack, by attack id."""
-    return {result.id: gate_metrics(result) for result in results}
+    fprs = gate_fprs(gate)
+    return {result.id: gate_metrics(result, fprs) for result in results}
 
 
-def gate_metrics(result: AttackResult) -> AttackMetrics:
-    """What the gate reads of one attack: point estimates, CIs, epsilon, class slices."""
+def gate_metrics(result: AttackResult, fprs: Iterable[float] = ()) -> AttackMetrics:
+    """What the gate reads of one attack: point estimates, CIs, epsilon, class slices, and
+    the TPR at each of `fprs` (the gate's; result.json keys them by `fpr_key`)."""
+    tprs = {fpr: fpr_key(fpr) for fpr in fprs}
     ci = {
-        ConditionId("tpr_at_fpr", float(key)): interval
-        for key, interval in result.tpr_at_fpr_ci.items()
+        ConditionId("tpr_at_fpr", fpr): result.tpr_at_fpr_ci[key]
+        for fpr, key in tprs.items()
+        if key in result.tpr_at_fpr_ci
     }
     if result.auc_ci is not None:
         ci[ConditionId("auc")] = result.auc_ci
@@ -457,7 +463,7 @@ def gate_metrics(result: AttackResult) -> AttackMetrics:
     return AttackMetrics(
         auc=result.auc,
         advantage=result.advantage,
-        tpr_at_fpr={float(key): value for key, value in result.tpr_at_fpr.items()},
+        tpr_at_fpr={fpr: result.tpr_at_fpr[key] for fpr, key in tprs.items()},
         ci=ci,
         epsilon=None if epsilon is None else epsilon.value,
         classes=classes,

@@ -202,7 +202,7 @@ def _result(
         prepared.today,
     )
     conditions = evaluate_gate(
-        policy.gate, gate_metrics_by_attack(results), baseline=baseline, today=today
+        policy.gate, gate_metrics_by_attack(results, policy.gate), baseline=baseline, today=today
     )
     passed = gate_passed(conditions)
     return Result(
