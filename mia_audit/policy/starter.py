@@ -268,7 +268,7 @@ def _data_lines(inputs: StarterInputs, members: ImageSet, non_members: ImageSet)
 
 def _attack_lines(model: DetectedModel) -> list[str]:
     lines = [
-        "attacks:   # the target-only suite; see the README for lira, rmia and shadow",
+        "attacks:   # the target-only suite; docs/attacks.md has lira, rmia and shadow",
         "  - loss",
         "  - confidence",
         "  - entropy",
@@ -289,7 +289,7 @@ _GATE_AND_RUNTIME_LINES = (
     "gate:",
     "  # REVIEW: thresholds. AUC 0.5 is chance; a target-only attack near 0.6 already",
     "  # means the model's confidence gives its members away. TPR at a low FPR says how many",
-    "  # members an attacker identifies with few false alarms (README, Choosing thresholds).",
+    "  # members an attacker identifies with few false alarms (docs/thresholds.md).",
     "  # Start from a pass on a model trained with your regularisation, then tighten.",
     "  max_auc: 0.6",
     "  max_tpr_at_fpr:",
