@@ -24,6 +24,7 @@ from mia_audit.errors import (
     EXIT_GATE_FAILED,
     EXIT_PASS,
 )
+from mia_audit.gate.dp_claim import evaluate_claim
 from mia_audit.gate.evaluate import (
     _gate_metrics,
     evaluate_gate,
@@ -41,6 +42,7 @@ from mia_audit.pipeline.inputs import (
     AuditInputs,
     load_data_files,
 )
+from mia_audit.pipeline.one_run import one_run_inputs, run_and_bound
 from mia_audit.pipeline.plan import check_max_minutes, plan_run
 from mia_audit.pipeline.prepare import PreparedRun, prepare_run
 from mia_audit.pipeline.references import prepare_references
@@ -58,7 +60,10 @@ from mia_audit.policy.schema import Policy
 from mia_audit.progress import Progress, SilentProgress
 from mia_audit.references.fit import assess_reference_fit
 from mia_audit.result import (
+    ClaimBound,
+    Condition,
     DataInfo,
+    DpClaimResult,
     GateResult,
     PolicyInfo,
     Result,
@@ -141,6 +146,7 @@ def audit_prepared(
     baseline, today, device = prepared.baseline, prepared.today, prepared.device
     notes = list(prepared.notes)
     outputs = prepared.outputs
+    one_run = one_run_inputs(policy, inputs.search_path, data, attacks, num_classes, preprocess)
     with timer.phase("inference"), _naming_model(policy):
         raw = _target_logits(
             policy, model, data.audit_set, preprocess, attacks, progress, trust.note
@@ -189,9 +195,21 @@ def audit_prepared(
         oracle=_oracle(attacks, model, preprocess, data.audit_set, policy),
     )
     results, scores = run_attacks(attacks, context, data.audit_set, policy, progress, timer)
+    canaries, claim_extra, accounting = None, list[ClaimBound](), list[Condition]()
+    if one_run is not None:
+        with timer.phase("one-run audit"):
+            canaries, claim_extra, accounting = run_and_bound(one_run, policy, progress)
     gate_conditions = evaluate_gate(
-        policy.gate, _gate_metrics(results), baseline=baseline, today=today
+        policy.gate,
+        _gate_metrics(results),
+        baseline=baseline,
+        today=today,
+        extra_epsilon={} if canaries is None else {"one_run": canaries.result.epsilon_lower_bound},
     )
+    claim = _check_claim(policy, data.audit_set, scores, progress, claim_extra)
+    if claim is not None:
+        gate_conditions += [*claim[1], *accounting]
+        notes += claim[2]
     passed = gate_passed(gate_conditions)
     result = Result(
         tool=ToolInfo(version=__version__),
@@ -217,8 +235,33 @@ def audit_prepared(
         timings=timer.seconds,
         notes=[*notes, *trust.notes],
         references=references_fit,
+        one_run=None if canaries is None else canaries.result,
+        dp_claim=None if claim is None else claim[0],
     )
     return AuditOutcome(result, scores, data.audit_set)
+
+
+def _check_claim(
+    policy: Policy,
+    audit_set: AuditSet,
+    scores: dict[str, np.ndarray],
+    progress: Progress,
+    extra: list[ClaimBound],
+) -> tuple[DpClaimResult, list[Condition], list[str]] | None:
+    """model.dp_claim against every bound: its result, its condition and its notes."""
+    if policy.model.dp_claim is None:
+        return None
+    result, condition, note = evaluate_claim(
+        policy.model.dp_claim,
+        audit_set.is_member,
+        scores,
+        policy.statistics,
+        policy.runtime.seed,
+        extra,
+    )
+    if note is not None:
+        progress.note(note)
+    return result, [condition] if condition else [], [note] if note else []
 
 
 def _oracle(
