@@ -70,11 +70,13 @@ def canaries_of(inputs: OneRunInputs) -> CanarySet:
             inputs.dp.canary_kind,
             inputs.architecture.num_classes,
             inputs.seed,
+            inputs.recipe.train_size or 0,
         )
     except ValueError as error:
         raise PolicyError(
             f"reference_training.dp.canaries: {error}, the population has "
-            f"{len(inputs.population.labels)}; lower it or give more population data"
+            f"{len(inputs.population.labels)}; lower dp.canaries or train_size, or give more "
+            "population data"
         ) from None
 
 
@@ -105,7 +107,7 @@ def run_one_run(
 
 def _training_data(inputs: OneRunInputs, canaries: CanarySet) -> TrainingData:
     population = inputs.population
-    rows, labels = canaries.training_rows(len(population.labels), population.labels)
+    rows, labels = canaries.training_rows(population.labels)
     pixels = training_images(population.images[rows], inputs.preprocess)
     return TrainingData(
         pixels, labels.astype(np.int64), inputs.preprocess.mean, inputs.preprocess.std

@@ -1,6 +1,7 @@
 """Canaries for the one-run audit: m population samples, each included in training
 independently with probability 1/2 from a recorded seed; mislabelled (a random other class)
-or natural (their own labels).
+or natural (their own labels). The model also trains on `base` population rows, disjoint
+from the canaries, as many as the recipe's train_size.
 """
 
 from __future__ import annotations
@@ -17,32 +18,40 @@ MIN_BASE = 10
 
 @dataclass(frozen=True)
 class CanarySet:
-    """Which population rows are canaries, their labels and which of them are included."""
+    """Which population rows are canaries, their labels and which of them are included, and
+    the other population rows the model trains on (`base`)."""
 
     rows: np.ndarray
     labels: np.ndarray
     included: np.ndarray
+    base: np.ndarray
     kind: str
     seed: int
 
-    def training_rows(self, n_population: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and labels the model trains on: every non-canary population row, then the
-        included canaries with their canary labels."""
-        base = np.setdiff1d(np.arange(n_population), self.rows)
-        rows = np.concatenate([base, self.rows[self.included]])
-        return rows, np.concatenate([labels[base], self.labels[self.included]])
+    def training_rows(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and labels the model trains on: the base rows, then the included canaries
+        with their canary labels (`labels`: the population's)."""
+        rows = np.concatenate([self.base, self.rows[self.included]])
+        return rows, np.concatenate([labels[self.base], self.labels[self.included]])
 
 
-def draw_canaries(labels: np.ndarray, m: int, kind: str, num_classes: int, seed: int) -> CanarySet:
-    """m canaries out of the population (whose labels are `labels`), seeded by `seed`."""
+def draw_canaries(
+    labels: np.ndarray, m: int, kind: str, num_classes: int, seed: int, base_size: int
+) -> CanarySet:
+    """m canaries and `base_size` base rows out of the population (whose labels are
+    `labels`), disjoint, seeded by `seed`."""
     n = len(labels)
-    if m + MIN_BASE > n:
-        raise ValueError(f"{m} canaries need at least {m + MIN_BASE} population samples")
+    base_size = max(base_size, MIN_BASE)
+    if m + base_size > n:
+        raise ValueError(
+            f"{m} canaries and {base_size} training samples need {m + base_size} population samples"
+        )
     rng = np.random.default_rng([seed, _STREAM])
-    rows = np.sort(rng.choice(n, size=m, replace=False))
+    chosen = rng.permutation(n)
+    rows, base = np.sort(chosen[:m]), np.sort(chosen[m : m + base_size])
     canary_labels = labels[rows].astype(np.int64)
     if kind == "mislabelled":
         shift = rng.integers(1, num_classes, size=m)
         canary_labels = (canary_labels + shift) % num_classes
     included = rng.random(m) < 0.5
-    return CanarySet(rows, canary_labels, included, kind, seed)
+    return CanarySet(rows, canary_labels, included, base, kind, seed)

@@ -26,7 +26,8 @@ Augmentation = Literal["flip", "crop"]
 
 class DpRecipe(BaseModel):
     """DP-SGD (opacus, the `dp` extra) for the one-run audit of the recipe: one model trained
-    on the population plus canaries, each included with probability 1/2 (docs/dp-claim.md)."""
+    on `train_size` population samples plus canaries, each included with probability 1/2
+    (docs/dp-claim.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
