@@ -115,7 +115,8 @@ def refusal(run_cli: RunCli, policy: Path, *env_path: Path) -> str:
     else:
         done = run_cli("run", policy)
     assert done.returncode == 2, done.stdout + done.stderr
-    (error,) = without_progress(done.stderr)
+    error = without_progress(done.stderr)[-1]  # after the notes of loading the target
+    assert error.startswith("error: ")
     assert not (policy.parent / f"out-{policy.stem}").exists()
     return error
 
