@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from bench._common import machine_line
+from _common import machine_line
 
 MLP = '''"""A small MLP for 32x32 digits: DP-SGD trains it in seconds on a CPU."""
 from torch import nn
