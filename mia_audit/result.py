@@ -314,7 +314,9 @@ class ClaimBound(ResultModel):
         description="The bound a perfect attack reaches at this size: at or below the claim, "
         "this source can never contradict it."
     )
-    needed: int = Field(description="Samples (per side, or canaries) to exceed the claim.")
+    needed: int | None = Field(
+        description="Samples (per side, or canaries) to exceed the claim; None: no number."
+    )
 
 
 class OneRunAudit(ResultModel):

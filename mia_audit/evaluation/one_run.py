@@ -158,13 +158,14 @@ def perfect_one_run_epsilon(m: int, delta: float, confidence: float) -> float:
     )
 
 
-def min_canaries(claim: float, delta: float, confidence: float) -> int:
-    """The fewest canaries at which a perfect attack's bound exceeds `claim`."""
-    m = 2
-    while perfect_one_run_epsilon(m, delta, confidence) <= claim:
-        m *= 2
-        if m > 10**7:
-            raise ValueError(f"no number of canaries up to 1e7 can refute epsilon {claim}")
+def min_canaries(claim: float, delta: float, confidence: float) -> int | None:
+    """The fewest canaries at which a perfect attack's bound exceeds `claim`; None when no
+    number does (with delta > 0 the 2 m delta term grows with m, so the perfect bound peaks)."""
+    m, best = 2, 0.0
+    while (value := perfect_one_run_epsilon(m, delta, confidence)) <= claim:
+        if (value <= best and m >= 64) or m > 2**20:
+            return None
+        m, best = 2 * m, value
     low = m // 2
     while m - low > 1:
         middle = (low + m) // 2

@@ -63,12 +63,17 @@ def audit_set_bounds(
                 threshold=bound.threshold,
                 samples=bound.n_evaluation,
                 best_possible=best,
-                needed=sample_size.min_per_side_to_exceed(
-                    claim.epsilon, claim.delta, spec.confidence_level
-                ),
+                needed=_per_side_needed(claim, spec.confidence_level),
             )
         )
     return bounds
+
+
+def _per_side_needed(claim: DpClaim, confidence: float) -> int | None:
+    try:
+        return sample_size.min_per_side_to_exceed(claim.epsilon, claim.delta, confidence)
+    except ValueError:  # no audit up to 1e9 per side reaches the claim
+        return None
 
 
 def evaluate_claim(
@@ -146,8 +151,9 @@ def _unchecked_note(claim: DpClaim, bounds: Sequence[ClaimBound], confidence: fl
     needs = [
         f"{b.needed} canaries" if b.source == ONE_RUN else f"{b.needed} members and non-members"
         for b in bounds
+        if b.needed is not None
     ]
-    wanted = " or ".join(dict.fromkeys(needs)) or "more samples"
+    wanted = " or ".join(dict.fromkeys(needs)) or "more samples than any audit can hold"
     return (
         f"model.dp_claim NOT CHECKED: even a perfect attack reaches an epsilon lower bound of "
         f"only {best:.3f} at this audit's size ({100 * confidence:g} % confidence, delta "

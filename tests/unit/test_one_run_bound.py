@@ -156,8 +156,16 @@ def test_clopper_pearson_bound_stays_below_the_true_epsilon(eps: float) -> None:
 @pytest.mark.parametrize("claim", [1.0, 3.0])
 def test_min_canaries_is_where_a_perfect_attack_first_refutes_the_claim(claim: float) -> None:
     m = one_run.min_canaries(claim, 1e-5, 0.95)
+    assert m is not None
     assert one_run.perfect_one_run_epsilon(m, 1e-5, 0.95) > claim
     assert one_run.perfect_one_run_epsilon(m - 1, 1e-5, 0.95) <= claim
+
+
+def test_a_claim_no_number_of_canaries_can_refute_is_said_to_be_so() -> None:
+    """With delta > 0 the 2 m delta term grows with m, so a perfect attack's bound peaks
+    (about 5.5 at delta 1e-5): a claim above the peak can never be contradicted."""
+    assert one_run.min_canaries(8.0, 1e-5, 0.95) is None
+    assert one_run.min_canaries(8.0, 0.0, 0.95) is not None
 
 
 def test_bad_counts_are_refused() -> None:
