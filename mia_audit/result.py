@@ -303,6 +303,70 @@ class BaselineInfo(ResultModel):
     tool_version: str | None = None
 
 
+class ClaimBound(ResultModel):
+    """One source's epsilon lower bound beside the claim: an attack on the audit set, or the
+    one-run canary audit (`one_run`)."""
+
+    source: str = Field(description="The attack id, or `one_run` for the canary audit.")
+    epsilon_lower_bound: float = Field(description="At the claim's delta and the policy's level.")
+    tpr: float | None = Field(None, description="Audit-set attacks: TPR at the threshold.")
+    fpr: float | None = Field(None, description="Audit-set attacks: FPR at the threshold.")
+    threshold: float | None = None
+    guesses: int | None = Field(None, description="One-run: canaries guessed (not abstained).")
+    correct: int | None = Field(None, description="One-run: guesses that were right.")
+    samples: int = Field(description="Samples the bound rests on (evaluation half, or m).")
+    best_possible: float = Field(
+        description="The bound a perfect attack reaches at this size: at or below the claim, "
+        "this source can never contradict it."
+    )
+    needed: int | None = Field(
+        description="Samples (per side, or canaries) to exceed the claim; None: no number."
+    )
+
+
+class OneRunAudit(ResultModel):
+    """The one-run audit of the DP recipe (`reference_training.dp`): one model trained on the
+    population plus the included canaries, scored by each canary's loss."""
+
+    canaries: int = Field(description="m: canaries, each included with probability 1/2.")
+    kind: str = Field(description="mislabelled or natural.")
+    included: int = Field(description="Canaries the model trained on.")
+    seed: int = Field(description="The seed that drew the canaries and their inclusion.")
+    train_size: int = Field(description="Samples the model trained on, canaries included.")
+    noise_multiplier: float
+    max_grad_norm: float
+    accountant_epsilon: float | None = Field(
+        description="The RDP accountant's epsilon at `delta` (None: no noise, no guarantee)."
+    )
+    delta: float = Field(description="statistics.delta, as max_epsilon_lower_bound reads it.")
+    epsilon_lower_bound: float = Field(description="The one-run bound with abstention.")
+    guesses: int
+    correct: int
+    k_plus: int = Field(description="Canaries guessed in (the highest scores).")
+    k_minus: int = Field(description="Canaries guessed out (the lowest scores).")
+    candidates: int = Field(description="Guess counts tried (Bonferroni-corrected).")
+    two_sided_bound: float = Field(
+        description="The Clopper-Pearson bound (split halves) on the same canary scores."
+    )
+    best_possible: float = Field(description="The one-run bound of a perfect attack at m.")
+    cached: bool = Field(description="Whether the trained model came from the cache.")
+    seconds: float
+
+
+class DpClaimResult(ResultModel):
+    """The model's differential-privacy claim (`model.dp_claim`) against every bound."""
+
+    epsilon: float
+    delta: float
+    confidence: float
+    checked: bool = Field(
+        description="Whether any source could contradict the claim (its best possible bound "
+        "exceeds it); false: the audit is too small and says nothing about the claim."
+    )
+    passed: bool = Field(description="No bound exceeds the claimed epsilon.")
+    bounds: list[ClaimBound]
+
+
 class Environment(ResultModel):
     device: str
     engine: str
@@ -353,6 +417,12 @@ class Result(ResultModel):
     )
     floor: FloorInfo | None = Field(
         None, description="The floor the policy had to meet (`--floor`, `--floor-max-*`)."
+    )
+    one_run: OneRunAudit | None = Field(
+        None, description="The one-run audit of the DP recipe (reference_training.dp)."
+    )
+    dp_claim: DpClaimResult | None = Field(
+        None, description="The DP claim's check (only when the policy states model.dp_claim)."
     )
 
     def attack(self, attack_id: str) -> AttackResult:

@@ -99,3 +99,9 @@ def min_per_side_epsilon(limit: float, delta: float, confidence: float) -> int:
     """Members and non-members (each) at which a perfect attack reaches limit + headroom."""
     target = limit + EPSILON_HEADROOM
     return max(2, _smallest(lambda n: perfect_attack_epsilon(n, delta, confidence) >= target))
+
+
+def min_per_side_to_exceed(claim: float, delta: float, confidence: float) -> int:
+    """Members and non-members (each) at which a perfect attack's bound exceeds `claim`: the
+    smallest audit that can contradict a DP claim of that epsilon."""
+    return max(2, _smallest(lambda n: perfect_attack_epsilon(n, delta, confidence) > claim))

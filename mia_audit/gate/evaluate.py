@@ -103,11 +103,13 @@ def evaluate_gate(
     *,
     baseline: Baseline | None = None,
     today: date | None = None,
+    extra_epsilon: Mapping[str, float] | None = None,
 ) -> list[Condition]:
     """Every condition against the attacks in its scope, then the suppressions as of `today`
-    (default: `utc_today()`)."""
+    (default: `utc_today()`). `extra_epsilon` adds bounds that are not attacks' (the one-run
+    audit) to max_epsilon_lower_bound, whatever its scope: they can only make it stricter."""
     conditions = [
-        _evaluate_limit(gate, condition_id, limit, metrics, baseline)
+        _evaluate_limit(gate, condition_id, limit, metrics, baseline, extra_epsilon or {})
         for condition_id, limit in gate.limits()
     ]
     return apply_suppressions(conditions, gate.suppressions, today or utc_today())
@@ -128,12 +130,13 @@ def _evaluate_limit(
     limit: GateLimit,
     metrics: Mapping[str, AttackMetrics],
     baseline: Baseline | None,
+    extra_epsilon: Mapping[str, float],
 ) -> Condition:
     scope = _scope(gate, limit, metrics)
     if isinstance(limit, IncreaseLimit):
         return _evaluate_increase(condition_id, limit, scope, metrics, baseline)
     if isinstance(limit, EpsilonLimit):
-        return _evaluate_epsilon(limit, scope, metrics)
+        return _evaluate_epsilon(limit, scope, metrics, extra_epsilon)
     if isinstance(limit, ClassAucLimit):
         return _evaluate_class_auc(limit, scope, metrics)
     return _evaluate(condition_id, limit, scope, metrics)
@@ -169,9 +172,12 @@ def _evaluate(
 
 
 def _evaluate_epsilon(
-    limit: EpsilonLimit, scope: Sequence[str], metrics: Mapping[str, AttackMetrics]
+    limit: EpsilonLimit,
+    scope: Sequence[str],
+    metrics: Mapping[str, AttackMetrics],
+    extra: Mapping[str, float],
 ) -> Condition:
-    per_attack: dict[str, float] = {}
+    per_attack: dict[str, float] = dict(extra)
     for attack in scope:
         epsilon = metrics[attack].epsilon
         if epsilon is None:

@@ -10,6 +10,7 @@ from pydantic import (
     model_validator,
 )
 
+from mia_audit.gate.dp_claim import DpClaim
 from mia_audit.settings import JsonShorthand, PolicyPath, StrictModel
 
 
@@ -44,6 +45,13 @@ class ModelSpec(StrictModel):
     )
     allow_pickle: bool = Field(
         False, description="Allow loading a pickled full module (runs code from the file)."
+    )
+    dp_claim: DpClaim | None = Field(
+        None,
+        description=(
+            "The (epsilon, delta)-DP guarantee the training claims: the gate fails when any "
+            "epsilon lower bound exceeds it (docs/dp-claim.md)."
+        ),
     )
 
 

@@ -9,16 +9,22 @@ with every attack's per-sample scores. The callers decide what to print and wher
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
+
+import numpy as np
 
 from mia_audit._version import __version__
 from mia_audit.attacks.base import AttackContext, ViewLogits
 from mia_audit.attacks.reference_base import ReferenceAttack
+from mia_audit.data.audit import AuditSet
+from mia_audit.dp.audit import OneRunInputs
 from mia_audit.environment import describe_environment
 from mia_audit.errors import (
     EXIT_GATE_FAILED,
     EXIT_PASS,
 )
+from mia_audit.gate.dp_claim import evaluate_claim
 from mia_audit.gate.evaluate import (
     evaluate_gate,
     gate_metrics_by_attack,
@@ -35,6 +41,7 @@ from mia_audit.pipeline.inputs import (
     AuditInputs,
     load_data_files,
 )
+from mia_audit.pipeline.one_run import one_run_inputs, run_and_bound
 from mia_audit.pipeline.outcome import AuditResult
 from mia_audit.pipeline.plan import check_max_minutes, plan_run
 from mia_audit.pipeline.prepare import PreparedRun, prepare_run
@@ -57,8 +64,12 @@ from mia_audit.references.fit import assess_reference_fit
 from mia_audit.references.provider import ReferenceModels
 from mia_audit.result import (
     AttackResult,
+    ClaimBound,
+    Condition,
     DataInfo,
+    DpClaimResult,
     GateResult,
+    OneRunAudit,
     PolicyInfo,
     ReferenceFit,
     Result,
@@ -119,6 +130,14 @@ def audit_prepared(
     trust = trust or TrustNotes(prepared.progress)
     timer.seconds["load"] = round(prepared.load_seconds, 3)
     policy, audit_set = prepared.policy, prepared.data.audit_set
+    one_run = one_run_inputs(
+        policy,
+        prepared.search_path,
+        prepared.data,
+        list(prepared.attacks),
+        prepared.num_classes,
+        prepared.preprocess,
+    )
     with timer.phase("inference"), naming_model(policy):
         raw = target_logits(
             policy,
@@ -144,7 +163,9 @@ def audit_prepared(
     results, scores = run_attacks(
         prepared.attacks, context, audit_set, policy, prepared.progress, timer
     )
-    result = _result(prepared, target, results, [*notes, *trust.notes], references_fit, timer)
+    privacy = _privacy_checks(prepared, one_run, scores, timer)
+    notes = [*notes, *privacy.notes, *trust.notes]
+    result = _result(prepared, target, results, notes, references_fit, timer, privacy)
     return AuditResult(result, scores, audit_set.is_member, audit_set.labels, audit_set.ids)
 
 
@@ -196,6 +217,7 @@ def _result(
     notes: list[str],
     references: ReferenceFit | None,
     timer: Timer,
+    privacy: PrivacyChecks,
 ) -> Result:
     """result.json's record of the run."""
     policy, model, baseline, today = (
@@ -205,8 +227,13 @@ def _result(
         prepared.today,
     )
     conditions = evaluate_gate(
-        policy.gate, gate_metrics_by_attack(results, policy.gate), baseline=baseline, today=today
+        policy.gate,
+        gate_metrics_by_attack(results, policy.gate),
+        baseline=baseline,
+        today=today,
+        extra_epsilon=privacy.extra_epsilon,
     )
+    conditions += privacy.conditions
     passed = gate_passed(conditions)
     return Result(
         tool=ToolInfo(version=__version__),
@@ -235,7 +262,67 @@ def _result(
         notes=notes,
         references=references,
         floor=floor_info(prepared.floor),
+        one_run=privacy.one_run,
+        dp_claim=privacy.claim,
     )
+
+
+@dataclass(frozen=True)
+class PrivacyChecks:
+    """The one-run audit of the DP recipe and the DP claim's check (docs/dp-claim.md)."""
+
+    one_run: OneRunAudit | None = None
+    claim: DpClaimResult | None = None
+    #: The claim's condition and the recipe's accounting against the claim.
+    conditions: tuple[Condition, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def extra_epsilon(self) -> dict[str, float]:
+        """Bounds beside the attacks' for max_epsilon_lower_bound."""
+        return {} if self.one_run is None else {"one_run": self.one_run.epsilon_lower_bound}
+
+
+def _privacy_checks(
+    prepared: PreparedRun,
+    one_run: OneRunInputs | None,
+    scores: dict[str, np.ndarray],
+    timer: Timer,
+) -> PrivacyChecks:
+    """Run the one-run audit (if the recipe asks for it) and check the claim (if any)."""
+    canaries, extra, accounting = None, list[ClaimBound](), list[Condition]()
+    if one_run is not None:
+        with timer.phase("one-run audit"):
+            canaries, extra, accounting = run_and_bound(one_run, prepared.policy, prepared.progress)
+    one = None if canaries is None else canaries.result
+    claim = _check_claim(prepared.policy, prepared.data.audit_set, scores, prepared.progress, extra)
+    if claim is None:
+        return PrivacyChecks(one_run=one)
+    result, conditions, notes = claim
+    return PrivacyChecks(one, result, (*conditions, *accounting), tuple(notes))
+
+
+def _check_claim(
+    policy: Policy,
+    audit_set: AuditSet,
+    scores: dict[str, np.ndarray],
+    progress: Progress,
+    extra: list[ClaimBound],
+) -> tuple[DpClaimResult, list[Condition], list[str]] | None:
+    """model.dp_claim against every bound: its result, its condition and its notes."""
+    if policy.model.dp_claim is None:
+        return None
+    result, condition, note = evaluate_claim(
+        policy.model.dp_claim,
+        audit_set.is_member,
+        scores,
+        policy.statistics,
+        policy.runtime.seed,
+        extra,
+    )
+    if note is not None:
+        progress.note(note)
+    return result, [condition] if condition else [], [note] if note else []
 
 
 # --- result pieces ----------------------------------------------------------------------------

@@ -24,6 +24,30 @@ TRAINER_VERSION = 1
 Augmentation = Literal["flip", "crop"]
 
 
+class DpRecipe(BaseModel):
+    """DP-SGD (opacus, the `dp` extra) for the one-run audit of the recipe: one model trained
+    on `train_size` population samples plus canaries, each included with probability 1/2
+    (docs/dp-claim.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    noise_multiplier: float = Field(
+        ge=0, le=100, description="Gaussian noise std over the clipping norm (0: no noise)."
+    )
+    max_grad_norm: float = Field(gt=0, description="Per-sample gradient clipping norm.")
+    sampling: Literal["poisson"] = Field(
+        "poisson", description="Batch sampling: poisson (what the accountant assumes)."
+    )
+    canaries: int = Field(
+        500, ge=10, description="m: canaries drawn from the population, each included w.p. 1/2."
+    )
+    canary_kind: Literal["mislabelled", "natural"] = Field(
+        "mislabelled",
+        description="mislabelled: a random other class (the strongest input-space canary); "
+        "natural: the population's own labels.",
+    )
+
+
 class TrainingRecipe(BaseModel):
     """How reference (and shadow) models are trained: copy the target's recipe."""
 
@@ -65,9 +89,16 @@ class TrainingRecipe(BaseModel):
             "cpus_per_task): the count changes float rounding, so it is part of the recipe."
         ),
     )
+    dp: DpRecipe | None = Field(
+        None,
+        description="Train with DP-SGD and audit the recipe in one run (needs population data "
+        "and `pip install 'mia-audit[dp]'`; docs/dp-claim.md).",
+    )
 
     def cache_key(self) -> dict[str, Any]:
-        return {**self.model_dump(mode="json"), "trainer": TRAINER_VERSION}
+        # A recipe without `dp` keeps the key it had before the field existed.
+        values = self.model_dump(mode="json", exclude={"dp"} if self.dp is None else set())
+        return {**values, "trainer": TRAINER_VERSION}
 
 
 class ReferenceTraining(TrainingRecipe, StrictModel):

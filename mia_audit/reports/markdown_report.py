@@ -107,6 +107,8 @@ METRIC_LABELS = {
     "auc": "AUC",
     "advantage": "attacker advantage",
     "epsilon_lower_bound": "ε lower bound",
+    "dp_claim": "ε lower bound vs the DP claim",
+    "dp_claim_accounting": "DP recipe's accountant ε vs the claim",
     "class_auc": "AUC within a class",
     "auc_increase": "AUC increase over baseline",
 }

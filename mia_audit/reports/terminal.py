@@ -49,6 +49,8 @@ def summary_text(result: Result, written: Sequence[Path] = ()) -> str:
             f"  {mark} {condition.description}: {condition.value:.4f} ({condition.attack})"
             + _waiver_text(condition)
         )
+        if condition.metric.startswith("dp_claim") and condition.note and not condition.passed:
+            lines.append(f"       {condition.note}")
     best = strongest_attack(result)
     lines.append(
         f"strongest attack: {best.id}  AUC {best.auc:.4f}  "
