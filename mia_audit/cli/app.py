@@ -213,6 +213,11 @@ def run(
             policy, output_dir, device, seed, formats, baseline=baseline, executor=executor
         )
         check_floor(loaded.policy, floor)
+        mlflow_output = loaded.policy.outputs.mlflow
+        if mlflow_output is not None:  # before the audit: a missing extra or server is exit 2
+            from mia_audit.tracking.mlflow_log import check_mlflow_output
+
+            check_mlflow_output(mlflow_output, loaded.policy.model)
         out_dir = loaded.policy.outputs.dir
         created = not out_dir.exists()
         _check_writable(out_dir)
@@ -234,7 +239,21 @@ def run(
         rendered = render_reports(result, loaded.policy.outputs.formats)
         written = write_reports(rendered, out_dir, on_complete=done.mark_reports_written)
         typer.echo(verdict_line(result) if quiet else summary_text(result, written))
+        if mlflow_output is not None:
+            _log_to_mlflow(result, written, loaded.policy, quiet)
         raise typer.Exit(result.exit_code)
+
+
+def _log_to_mlflow(result: Any, written: list[Path], policy: Any, quiet: bool) -> None:
+    """outputs.mlflow, after the reports are written; a lost log can change the exit code."""
+    from mia_audit.tracking.mlflow_log import record
+
+    logged = record(result, written, policy.outputs.mlflow, policy.model)
+    if logged.failed:
+        typer.echo(f"error: {printable(logged.line)}", err=True)
+    elif not quiet:
+        typer.echo(printable(logged.line))
+    raise typer.Exit(logged.exit_code)
 
 
 def _load_with_overrides(
