@@ -65,7 +65,7 @@ DeviceOption = Annotated[
     typer.Option(help="Overrides runtime.device (gpu is cuda).", case_sensitive=False),
 ]
 #: The built-in formats, for --help (plugins add theirs; the list is read without loading them).
-FORMATS_HELP = "json, html, markdown, junit, or a plugin's"
+FORMATS_HELP = "json, html, markdown, junit, sarif, or a plugin's"
 
 
 def _version(value: bool) -> None:
