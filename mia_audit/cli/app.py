@@ -214,10 +214,7 @@ def run(
         )
         check_floor(loaded.policy, floor)
         mlflow_output = loaded.policy.outputs.mlflow
-        if mlflow_output is not None:  # before the audit: a missing extra or server is exit 2
-            from mia_audit.tracking.mlflow_log import check_mlflow_output
-
-            check_mlflow_output(mlflow_output, loaded.policy.model)
+        _check_mlflow_output(loaded.policy)
         out_dir = loaded.policy.outputs.dir
         created = not out_dir.exists()
         _check_writable(out_dir)
@@ -242,6 +239,14 @@ def run(
         if mlflow_output is not None:
             _log_to_mlflow(result, written, loaded.policy, quiet)
         raise typer.Exit(result.exit_code)
+
+
+def _check_mlflow_output(policy: Any) -> None:
+    """Before the audit: outputs.mlflow without the extra, a server or a version is exit 2."""
+    if policy.outputs.mlflow is not None:
+        from mia_audit.tracking.mlflow_log import check_mlflow_output
+
+        check_mlflow_output(policy.outputs.mlflow, policy.model)
 
 
 def _log_to_mlflow(result: Any, written: list[Path], policy: Any, quiet: bool) -> None:
@@ -454,6 +459,7 @@ def validate(
 
         loaded = _load_with_overrides(policy, None, None, None, None, baseline=baseline)
         check_paths_exist(loaded.policy)
+        _check_mlflow_output(loaded.policy)
         progress = ConsoleProgress(quiet=quiet, verbose=verbose)
         try:
             prepared = prepare_run(inputs_from_policy(loaded), progress, device="cpu")

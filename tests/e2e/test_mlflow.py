@@ -393,9 +393,10 @@ def test_malformed_uri_and_untaggable_target_are_exit_2(
     policy = write_policy(
         folder, {"path": "target.onnx"}, outputs={"dir": "report", "mlflow": mlflow_output}
     )
-    message = _refused(run_cli("run", policy))
-    assert "outputs.mlflow.tag_model_version: model.path" in message
-    assert "is not a registered model version" in message
+    for command in ("run", "validate"):  # validate refuses what run refuses
+        message = _refused(run_cli(command, policy))
+        assert "outputs.mlflow.tag_model_version: model.path" in message
+        assert "is not a registered model version" in message
 
 
 #: Makes `import mlflow` fail as it does where the extra is not installed.
