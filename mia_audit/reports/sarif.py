@@ -7,7 +7,10 @@ kind of condition, so code scanning tracks one alert across runs. A failure an u
 suppression waives is a result with an accepted in-source suppression (code scanning shows it as
 dismissed), not an omission. Line numbers come from the policy file named in result.json, read
 again when it still has the sha256 the run recorded (`mia-audit render` works from result.json
-alone); otherwise a result points at the file without a line.
+alone); otherwise a result points at the file without a line. Reading it takes the policy
+package's YAML loader and `Preconditions` (imported lazily, at render time): the one report
+format that reaches above `reports/`, because result.json holds the policy as written but not
+its line numbers.
 """
 
 from __future__ import annotations
