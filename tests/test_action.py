@@ -353,7 +353,7 @@ def test_action_yml_scripts_take_inputs_only_from_env(action_yml: dict[str, Any]
     assert audit["run"].strip() == '"$MIA_PYTHON" -m mia_audit.cli.action'
     assert set(audit["env"]) == {
         "MIA_PYTHON", "MIA_POLICY", "MIA_OUTPUT_DIR", "MIA_DEVICE", "MIA_BASELINE", "MIA_MAX_AUC",
-        "MIA_MAX_TPR_AT_FPR",
+        "MIA_MAX_TPR_AT_FPR", "MIA_SARIF",
     }  # fmt: skip
     assert audit["env"]["MIA_PYTHON"] == "${{ steps.install.outputs.python }}"
     assert audit["env"]["MIA_MAX_AUC"] == "${{ inputs.max-auc }}"

@@ -32,9 +32,10 @@ attacks: [loss, confidence]
 gate:
   max_tpr_at_fpr:
     - {{fpr: 0.05, max: 0.9}}
-    - {{fpr: 0.01, max: 0.0}}
+    - {{fpr: 0.1, max: 0.0}}
   max_auc: 0.6
   max_advantage: 0.01
+  max_class_auc: 0.99
   suppressions:
     - condition: advantage
       reason: accepted while the retrained model is reviewed
@@ -76,12 +77,14 @@ def test_one_result_per_failed_condition_at_its_policy_line(sarif_run: Path) -> 
     result = json.loads((sarif_run / "report" / "result.json").read_text())
     text = (sarif_run / "policy.yaml").read_text()
     failed = [c for c in result["gate"]["conditions"] if not c["passed"]]
-    assert {c["id"] for c in failed} >= {"auc", "advantage"}  # the leaking target fails both
+    # The leaking target fails these; the TPR item is the list's second.
+    assert {c["id"] for c in failed} >= {"auc", "advantage", "tpr_at_fpr@0.1"}
     lines = {
         "auc": line_of(text, "max_auc:"),
         "advantage": line_of(text, "max_advantage:"),
         "tpr_at_fpr@0.05": line_of(text, "- {fpr: 0.05"),
-        "tpr_at_fpr@0.01": line_of(text, "- {fpr: 0.01"),
+        "tpr_at_fpr@0.1": line_of(text, "- {fpr: 0.1"),
+        "class_auc": line_of(text, "max_class_auc:"),
     }
     (run,) = log["runs"]
     results = run["results"]
@@ -117,8 +120,8 @@ def test_relaxed_precondition_is_a_warning_with_the_note(sarif_run: Path) -> Non
     assert relaxed["level"] == "warning"
     region = relaxed["locations"][0]["physicalLocation"]["region"]
     assert region["startLine"] == line_of(text, "allow_small_audit:")
-    # The note the run printed: the TPR at FPR 0.01 needs more non-members than 200.
-    assert "gate.max_tpr_at_fpr: a TPR at FPR 0.01 needs at least" in relaxed["message"]["text"]
+    # The note the run printed: no class of 200 + 200 digits has enough samples for its AUC.
+    assert "gate.max_class_auc: no class has" in relaxed["message"]["text"]
     assert "evaluated anyway (preconditions.allow_small_audit)" in relaxed["message"]["text"]
 
 
