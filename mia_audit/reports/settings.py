@@ -64,7 +64,7 @@ class OutputSpec(StrictModel):
     formats: tuple[OutputFormat, ...] = Field(
         ("json", "html", "markdown"),
         min_length=1,
-        description="Report formats (README, Reports): json (result.json), html (report.html), "
+        description="Report formats (docs/reports.md): json (result.json), html (report.html), "
         "markdown (summary.md), junit (junit.xml), sarif (results.sarif), and any a plugin "
         "registers.",
     )
