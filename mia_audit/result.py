@@ -45,6 +45,21 @@ class Accuracy(ResultModel):
     non_members: float
 
 
+class MlflowTarget(ResultModel):
+    """Where a `models:/` or `runs:/` target came from (docs/mlflow.md)."""
+
+    uri: str = Field(description="model.path as written.")
+    resolved_uri: str = Field(description="The URI by version number (an alias resolved).")
+    tracking_uri: str = Field(description="The tracking server (without credentials).")
+    name: str | None = Field(None, description="Registered model name.")
+    version: str | None = Field(None, description="The model version audited.")
+    alias: str | None = None
+    run_id: str | None = Field(None, description="The run that logged the model.")
+    source: str = Field(description="The artifacts the version or URI points at.")
+    artifact: str = Field(description="The file loaded, within the downloaded artifacts.")
+    artifact_sha256: str = Field(description="sha256 of that downloaded file.")
+
+
 class TargetInfo(ResultModel):
     path: str
     format: str
@@ -65,6 +80,9 @@ class TargetInfo(ResultModel):
     )
     attacks_allowed: list[str] = Field(
         default_factory=list, description="The registered attacks this output kind can feed."
+    )
+    mlflow: MlflowTarget | None = Field(
+        None, description="For a models:/ or runs:/ model.path: what it resolved to."
     )
 
     def outputs_description(self) -> str:

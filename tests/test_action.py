@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import subprocess
@@ -262,6 +263,22 @@ def test_invalid_policy_reports_no_stale_numbers(workspace: Path) -> None:
     assert "unknown attack 'los' (did you mean 'loss'?)" in run.summary
 
 
+def test_sarif_input_writes_results_sarif(workspace: Path, passing: StepRun) -> None:
+    run = run_step(workspace, "model/strict.yaml", "reports/sarif", MIA_SARIF="true")
+    assert run.code == 1, run.stderr
+    assert run.outputs["sarif"] == str(run.out_dir / "results.sarif")
+    log = json.loads(Path(run.outputs["sarif"]).read_text())
+    assert log["version"] == "2.1.0"
+    assert "gate.max_auc" in [r["ruleId"] for r in log["runs"][0]["results"]]
+    assert passing.outputs["sarif"] == ""  # not asked for
+
+
+def test_sarif_input_must_be_true_or_false(capsys: pytest.CaptureFixture[str]) -> None:
+    env = {"GITHUB_WORKSPACE": "/nonexistent", "MIA_POLICY": "p.yaml", "MIA_SARIF": "yes"}
+    assert action.main(env) == 2
+    assert "the `sarif` input is 'yes'; give true or false" in capsys.readouterr().err
+
+
 def test_missing_policy_input_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert action.main({"GITHUB_WORKSPACE": "/nonexistent"}) == 2
     assert "`policy` input is required" in capsys.readouterr().err
@@ -314,7 +331,7 @@ def test_action_yml_inputs_and_outputs(action_yml: dict[str, Any]) -> None:
     assert action_yml["runs"]["using"] == "composite"
     assert set(action_yml["inputs"]) == {
         "policy", "package", "python-version", "torch-index-url", "device", "output-dir",
-        "pip-args", "baseline", "cache", "floor", "max-auc", "max-tpr-at-fpr",
+        "pip-args", "baseline", "cache", "floor", "max-auc", "max-tpr-at-fpr", "sarif",
     }  # fmt: skip
     # Empty: the action's own checkout, i.e. the code at the tag the workflow pinned.
     assert action_yml["inputs"]["package"]["default"] == ""
@@ -336,7 +353,7 @@ def test_action_yml_scripts_take_inputs_only_from_env(action_yml: dict[str, Any]
     assert audit["run"].strip() == '"$MIA_PYTHON" -m mia_audit.cli.action'
     assert set(audit["env"]) == {
         "MIA_PYTHON", "MIA_POLICY", "MIA_OUTPUT_DIR", "MIA_DEVICE", "MIA_BASELINE", "MIA_FLOOR",
-        "MIA_MAX_AUC", "MIA_MAX_TPR_AT_FPR",
+        "MIA_MAX_AUC", "MIA_MAX_TPR_AT_FPR", "MIA_SARIF",
     }  # fmt: skip
     assert audit["env"]["MIA_FLOOR"] == "${{ inputs.floor }}"
     assert audit["env"]["MIA_PYTHON"] == "${{ steps.install.outputs.python }}"

@@ -145,12 +145,13 @@ def test_yaml_error_names_the_line(tmp_path: Path) -> None:
         load_policy(path)
 
 
-def test_help_does_not_import_torch() -> None:
+def test_help_does_not_import_torch_or_mlflow() -> None:
     code = (
         "import sys\n"
         "from mia_audit.cli import app\n"
         "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'onnxruntime', 'sklearn') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'sklearn', 'mlflow', 'safetensors')\n"
+        "         if m in sys.modules]\n"
         "print('HEAVY=' + ','.join(heavy))\n"
     )
     completed = subprocess.run(

@@ -17,6 +17,7 @@ variables that action.yml sets from its inputs, never spliced into a script:
     MIA_FLOOR        a floor policy (docs/floor.md): the policy may only be stricter
     MIA_MAX_AUC      a gate floor: the policy must have gate.max_auc at most this
     MIA_MAX_TPR_AT_FPR  gate floors FPR:MAX (several separated by spaces, commas or lines)
+    MIA_SARIF        `true` to write results.sarif too (its path is the `sarif` output)
 
 Relative paths resolve against `$GITHUB_WORKSPACE` (the checkout); keep the floor file outside
 what the pull request can change (e.g. a checkout of another repository at a pinned commit).
@@ -58,6 +59,7 @@ OUTPUT_NAMES = (
     "max-auc-attack",
     "max-tpr-at-fpr",
     "max-tpr-at-fpr-attack",
+    "sarif",
     "error",
 )
 
@@ -73,6 +75,15 @@ class ActionInputs:
     baseline: Path | None = None
     #: The floor policy file (`mia-audit run --floor`).
     floor: Path | None = None
+    #: Write results.sarif for code scanning (docs/sarif.md).
+    sarif: bool = False
+
+
+def _flag(env: Mapping[str, str], name: str, input_name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value not in ("", "true", "false"):
+        raise ValueError(f"the `{input_name}` input is {value!r}; give true or false")
+    return value == "true"
 
 
 def read_inputs(env: Mapping[str, str]) -> ActionInputs:
@@ -94,12 +105,13 @@ def read_inputs(env: Mapping[str, str]) -> ActionInputs:
         max_tpr,
         workspace / baseline if baseline else None,
         workspace / floor if floor else None,
+        _flag(env, "MIA_SARIF", "sarif"),
     )
 
 
-def report_formats(policy: Path) -> list[str]:
-    """The policy's formats plus those the action needs; the action's alone if it is invalid
-    (the run then exits 2 and says why)."""
+def report_formats(policy: Path, sarif: bool = False) -> list[str]:
+    """The policy's formats plus those the action needs (and sarif when asked); the action's
+    alone if it is invalid (the run then exits 2 and says why)."""
     from mia_audit.errors import MiaAuditError
     from mia_audit.policy.loading import load_policy
 
@@ -107,7 +119,8 @@ def report_formats(policy: Path) -> list[str]:
         own = list(load_policy(policy).policy.outputs.formats)
     except MiaAuditError:
         own = []
-    return [*own, *(name for name in ACTION_FORMATS if name not in own)]
+    needed = [*ACTION_FORMATS, *(["sarif"] if sarif else [])]
+    return [*own, *(name for name in needed if name not in own)]
 
 
 def audit_command(inputs: ActionInputs, formats: Sequence[str]) -> list[str]:
@@ -192,6 +205,8 @@ def step_outputs(
     outputs["result-json"] = str(out_dir / "result.json")
     if (out_dir / "report.html").is_file():
         outputs["report-html"] = str(out_dir / "report.html")
+    if (out_dir / "results.sarif").is_file():  # only this run's: exit 2 or 3 returned above
+        outputs["sarif"] = str(out_dir / "results.sarif")
     if result.attacks:
         best = strongest_attack(result)
         tpr = best.tpr_at_fpr.get(OUTPUT_FPR)
@@ -292,7 +307,8 @@ def main(env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None
         print(printable(f"error: {error}"), file=sys.stderr)
         return EXIT_INVALID
     workspace = Path(env.get("GITHUB_WORKSPACE") or Path.cwd())
-    run = run_audit(audit_command(inputs, report_formats(inputs.policy)), workspace)
+    formats = report_formats(inputs.policy, inputs.sarif)
+    run = run_audit(audit_command(inputs, formats), workspace)
     code = run.code
     result = fresh_result(code, inputs.output_dir)
     outputs = step_outputs(code, inputs.output_dir, result, run.errors)

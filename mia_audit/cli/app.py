@@ -95,7 +95,7 @@ FloorTprOption = Annotated[
     ),
 ]
 #: The built-in formats, for --help (plugins add theirs; the list is read without loading them).
-FORMATS_HELP = "json, html, markdown, junit, or a plugin's"
+FORMATS_HELP = "json, html, markdown, junit, sarif, or a plugin's"
 
 
 def _version(value: bool) -> None:
@@ -229,6 +229,8 @@ def run(
             policy, output_dir, device, seed, formats, baseline=baseline, executor=executor
         )
         check_against_floor(loaded.policy, floor)
+        mlflow_output = loaded.policy.outputs.mlflow
+        _check_mlflow_output(loaded.policy)
         out_dir = loaded.policy.outputs.dir
         created = not out_dir.exists()
         _check_writable(out_dir)
@@ -248,7 +250,29 @@ def run(
             result.notes.append(_floor_note(floor, floor_max_auc, floor_max_tpr_at_fpr))
         written = _write_reports(result, loaded.policy, on_complete=done.mark_reports_written)
         typer.echo(verdict_line(result) if quiet else summary_text(result, written))
+        if mlflow_output is not None:
+            _log_to_mlflow(result, written, loaded.policy, quiet)
         raise typer.Exit(result.exit_code)
+
+
+def _check_mlflow_output(policy: Any) -> None:
+    """Before the audit: outputs.mlflow without the extra, a server or a version is exit 2."""
+    if policy.outputs.mlflow is not None:
+        from mia_audit.tracking.mlflow_log import check_mlflow_output
+
+        check_mlflow_output(policy.outputs.mlflow, policy.model)
+
+
+def _log_to_mlflow(result: Any, written: list[Path], policy: Any, quiet: bool) -> None:
+    """outputs.mlflow, after the reports are written; a lost log can change the exit code."""
+    from mia_audit.tracking.mlflow_log import record
+
+    logged = record(result, written, policy.outputs.mlflow, policy.model)
+    if logged.failed:
+        typer.echo(f"error: {printable(logged.line)}", err=True)
+    elif not quiet:
+        typer.echo(printable(logged.line))
+    raise typer.Exit(logged.exit_code)
 
 
 def _workflow_floor(path: Path | None, max_auc: float | None, tpr: list[str] | None) -> Any:
@@ -487,6 +511,7 @@ def validate(
         loaded = _load_with_overrides(policy, None, None, None, None, baseline=baseline)
         check_against_floor(loaded.policy, floor)
         check_paths_exist(loaded.policy)
+        _check_mlflow_output(loaded.policy)
         progress = ConsoleProgress(quiet=quiet, verbose=verbose)
         try:
             prepared = prepare_run(inputs_from_policy(loaded, floor), progress, device="cpu")

@@ -1,11 +1,14 @@
 """Load the target model named by the policy, whatever its format.
 
-Formats: ONNX (onnxruntime), TorchScript, a state dict plus an architecture, and -- only with
-`allow_pickle: true` -- a pickled full module. Untrusted files are never unpickled by default.
+Formats: ONNX (onnxruntime), TorchScript, a state dict plus an architecture (torch.save or
+safetensors), and -- only with `allow_pickle: true` -- a pickled full module. Untrusted files
+are never unpickled by default. A `models:/` or `runs:/` URI is downloaded from MLflow first
+(`mlflow_source`) and then read like a file.
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 import warnings
 import zipfile
@@ -23,6 +26,7 @@ from mia_audit.models.classifier import (
     onnx_classifier,
 )
 from mia_audit.models.engine import EngineKey
+from mia_audit.result import MlflowTarget
 from mia_audit.store.hashing import file_sha256
 
 if TYPE_CHECKING:
@@ -43,6 +47,8 @@ class LoadedModel:
     factory: str | None
     #: Inference precision (`at_precision` of the classifier): fp32 until the probe picks one.
     precision: str = "fp32"
+    #: Where a models:/ or runs:/ target came from.
+    mlflow: MlflowTarget | None = None
 
     @property
     def engine_key(self) -> EngineKey:
@@ -53,7 +59,17 @@ class LoadedModel:
 
 
 def load_target(spec: ModelSpec, device: str, search_path: Path | None = None) -> LoadedModel:
-    path = spec.path
+    if isinstance(spec.path, str):  # a models:/ or runs:/ URI
+        from mia_audit.models.mlflow_source import load_registry_target
+
+        return load_registry_target(spec, device, search_path)
+    return load_file_target(spec, device, search_path)
+
+
+def load_file_target(
+    spec: ModelSpec, device: str, search_path: Path | None = None
+) -> LoadedModel:
+    path = spec.file
     if not path.exists():
         raise InputError(
             f"{FIELD}: {path}: file not found; check the path (relative to the policy)"
@@ -72,9 +88,12 @@ def load_target(spec: ModelSpec, device: str, search_path: Path | None = None) -
 
 
 def detect_format(path: Path) -> str:
-    """onnx by suffix; for torch archives, TorchScript if the archive holds code."""
+    """onnx by suffix; safetensors by suffix or header; for torch archives, TorchScript if the
+    archive holds code."""
     if path.suffix.lower() == ".onnx":
         return "onnx"
+    if path.suffix.lower() == ".safetensors" or is_safetensors(path):
+        return "safetensors"
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
@@ -91,6 +110,8 @@ def _torch_module(
 ) -> nn.Module:
     if model_format == "torchscript":
         return _load_torchscript(path)
+    if model_format == "safetensors":
+        return _module_from_state_dict(_load_safetensors(path), spec, search_path)
     content = torch_load(path, spec.allow_pickle)
     from torch import nn
 
@@ -98,6 +119,52 @@ def _torch_module(
         return content
     state_dict = find_state_dict(content, path)
     return _module_from_state_dict(state_dict, spec, search_path)
+
+
+#: A safetensors file starts with the header's length (8 bytes, little-endian), then the JSON
+#: header itself; a header this long is no model's.
+_MAX_SAFETENSORS_HEADER = 100_000_000
+
+
+def is_safetensors(path: Path) -> bool:
+    """Whether the file starts like a safetensors file, whatever its name."""
+    try:
+        with path.open("rb") as file:
+            size_bytes = file.read(8)
+            if len(size_bytes) < 8:
+                return False
+            size = int.from_bytes(size_bytes, "little")
+            if not 2 <= size <= min(_MAX_SAFETENSORS_HEADER, path.stat().st_size - 8):
+                return False
+            header = file.read(size)
+    except OSError:
+        return False
+    try:
+        parsed = json.loads(header)
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(parsed, dict)
+
+
+def _load_safetensors(path: Path) -> Mapping[str, Any]:
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError:
+        raise InputError(
+            f"{FIELD}: {path}: reading safetensors needs the safetensors package: "
+            "pip install safetensors"
+        ) from None
+    try:
+        state_dict = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise InputError(
+            f"{FIELD}: {path}: not a readable safetensors file ({_line(error)}); the file "
+            "may be truncated or corrupt: save it again with safetensors.torch.save_file"
+        ) from None
+    if not state_dict:
+        raise InputError(f"{FIELD}: {path}: the safetensors file holds no tensors")
+    return {_strip_prefix(k): v for k, v in state_dict.items()}
 
 
 def _load_torchscript(path: Path) -> nn.Module:
@@ -197,7 +264,7 @@ def _module_from_state_dict(
 ) -> nn.Module:
     if spec.architecture is None:
         raise InputError(
-            f"model.architecture: {spec.path.name} is a state dict; name its architecture "
+            f"model.architecture: {spec.display_name} is a state dict; name its architecture "
             "(e.g. resnet18, or a 'module:function' factory)"
         )
     num_classes = spec.num_classes or infer_num_classes(state_dict)
@@ -212,7 +279,7 @@ def _module_from_state_dict(
         held = infer_num_classes(state_dict)
         if spec.num_classes is not None and held is not None and held != spec.num_classes:
             raise InputError(
-                f"model.num_classes: is {spec.num_classes} but {spec.path.name} holds a "
+                f"model.num_classes: is {spec.num_classes} but {spec.display_name} holds a "
                 f"classifier head with {held} outputs; set model.num_classes: {held}, or use "
                 "the right model file"
             ) from None
@@ -226,7 +293,7 @@ def _mismatch_message(error: RuntimeError, spec: ModelSpec, num_classes: int) ->
     if len(first) > 240:
         first = first[:237] + "..."
     return (
-        f"model.path: {spec.path.name} does not fit architecture {spec.architecture!r} with "
+        f"model.path: {spec.display_name} does not fit architecture {spec.architecture!r} with "
         f"num_classes={num_classes}, cifar_stem={str(spec.cifar_stem).lower()}: {first}; "
         "check model.architecture, model.num_classes and model.cifar_stem"
     )

@@ -2,25 +2,59 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BeforeValidator,
     Field,
+    StringConstraints,
     model_validator,
 )
 
 from mia_audit.gate.dp_claim import DpClaim
 from mia_audit.settings import JsonShorthand, PolicyPath, StrictModel
 
+#: `models:/NAME/VERSION`, `models:/NAME@ALIAS` or `runs:/RUN_ID/PATH` (docs/mlflow.md).
+REGISTRY_URI_PATTERN = r"^(models:/[^/@\s]+(/[0-9]+|@[A-Za-z0-9_\-]+)|runs:/[0-9A-Za-z]+/\S+)$"
+RegistryUri = Annotated[str, StringConstraints(pattern=REGISTRY_URI_PATTERN)]
+
+
+def _uri_shape(value: Any) -> Any:
+    """A `models:/` or `runs:/` value that is not a valid URI is an error, not a file name."""
+    if isinstance(value, str) and value.strip().startswith(("models:", "runs:")):
+        value = value.strip()
+        if not re.match(REGISTRY_URI_PATTERN, value):
+            raise ValueError(
+                f"{value!r} is not an MLflow model URI; give models:/NAME/VERSION, "
+                "models:/NAME@ALIAS or runs:/RUN_ID/PATH"
+            )
+    return value
+
+
+class MlflowSource(StrictModel):
+    """Where a `models:/` or `runs:/` model.path is resolved (docs/mlflow.md)."""
+
+    tracking_uri: str | None = Field(
+        None,
+        min_length=1,
+        description="MLflow tracking server (default: the MLFLOW_TRACKING_URI variable).",
+    )
+
 
 class ModelSpec(StrictModel):
     """The target model."""
 
-    path: PolicyPath = Field(
-        description="Model file: .onnx, or .pt/.pth (state dict or TorchScript)."
+    path: Annotated[RegistryUri | PolicyPath, BeforeValidator(_uri_shape)] = Field(
+        union_mode="left_to_right",
+        description="Model file: .onnx, .safetensors, or .pt/.pth (state dict or TorchScript); "
+        "or an MLflow URI: models:/NAME/VERSION, models:/NAME@ALIAS, runs:/RUN_ID/PATH.",
     )
-    format: Literal["auto", "onnx", "torchscript", "state_dict", "pickle"] = Field(
+    mlflow: MlflowSource | None = Field(
+        None, description="The MLflow tracking server for a models:/ or runs:/ model.path."
+    )
+    format: Literal["auto", "onnx", "torchscript", "state_dict", "safetensors", "pickle"] = Field(
         "auto", description="How to read `path`; `auto` decides from the file's content."
     )
     architecture: str | None = Field(
@@ -53,6 +87,23 @@ class ModelSpec(StrictModel):
             "epsilon lower bound exceeds it (docs/dp-claim.md)."
         ),
     )
+
+    @property
+    def is_registry(self) -> bool:
+        """Whether `path` is an MLflow URI rather than a file."""
+        return isinstance(self.path, str)
+
+    @property
+    def file(self) -> Path:
+        """The model file (a registry URI is downloaded and replaced by its file first)."""
+        if isinstance(self.path, str):
+            raise TypeError(f"{self.path} is an MLflow URI; download it first")
+        return self.path
+
+    @property
+    def display_name(self) -> str:
+        """The file's name, or the URI, for messages."""
+        return self.path if isinstance(self.path, str) else self.path.name
 
 
 def _size_pair(value: Any) -> Any:

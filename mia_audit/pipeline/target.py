@@ -92,7 +92,7 @@ def check_model(
         num_classes = outputs.shape[1]
     if declared is not None and declared != num_classes:
         raise InputError(
-            f"model.num_classes: is {declared} but the model ({policy.model.path.name}) outputs "
+            f"model.num_classes: is {declared} but the model ({policy.model.display_name}) outputs "
             f"{num_classes} logits; set model.num_classes: {num_classes}, or use the right model"
         )
     label, source = data.largest_label()
@@ -202,6 +202,7 @@ def target_info(
         outputs=outputs.kind,
         outputs_detected=outputs.detected,
         attacks_allowed=allowed_attacks(outputs.kind),
+        mlflow=model.mlflow,
     )
 
 

@@ -143,7 +143,7 @@ def _check_executor(runtime: RuntimeSpec, executor: Any) -> None:
 def check_paths_exist(policy: Policy) -> None:
     """Every file the policy names must exist (checked by `validate` and before a run)."""
     named = {
-        "model.path": policy.model.path,
+        "model.path": None if policy.model.is_registry else policy.model.file,
         "data.members": policy.data.members,
         "data.non_members": policy.data.non_members,
         "data.audit": policy.data.audit,

@@ -30,6 +30,7 @@ BUILTIN_MODULES = (
     "mia_audit.reports.html_report",
     "mia_audit.reports.markdown_report",
     "mia_audit.reports.junit_report",
+    "mia_audit.reports.sarif",
 )
 
 FORMATS: Registry[ReportFormat] = Registry(

@@ -35,6 +35,26 @@ OutputFormat = Annotated[
 ]
 
 
+class MlflowOutput(StrictModel):
+    """Log the verdict to MLflow (docs/mlflow.md): a run with every attack's figures and the
+    reports, and, for a models:/ target, tags on the audited model version."""
+
+    experiment: str = Field(
+        "mia-audit", min_length=1, description="Experiment the run is logged to (created)."
+    )
+    tracking_uri: str | None = Field(
+        None,
+        min_length=1,
+        description="Tracking server (default: model.mlflow.tracking_uri, then "
+        "MLFLOW_TRACKING_URI).",
+    )
+    tag_model_version: bool = Field(
+        False,
+        description="Set mia_audit.* tags on the audited model version (a models:/ target).",
+    )
+    run_name: str | None = Field(None, min_length=1, description="Default: the policy name.")
+
+
 class OutputSpec(StrictModel):
     dir: PolicyPath = Field(
         Path("mia-report"),
@@ -45,5 +65,9 @@ class OutputSpec(StrictModel):
         ("json", "html", "markdown"),
         min_length=1,
         description="Report formats (docs/reports.md): json (result.json), html (report.html), "
-        "markdown (summary.md), junit (junit.xml), and any a plugin registers.",
+        "markdown (summary.md), junit (junit.xml), sarif (results.sarif), and any a plugin "
+        "registers.",
+    )
+    mlflow: MlflowOutput | None = Field(
+        None, description="Log the result to an MLflow tracking server (docs/mlflow.md)."
     )

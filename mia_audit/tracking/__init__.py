@@ -1,0 +1,1 @@
+"""Where a finished audit is recorded besides its report folder: MLflow (`mlflow_log`)."""
