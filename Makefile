@@ -10,7 +10,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_PINS)
-	$(BIN)/pip install --quiet -e '.[dev,ray,mlflow]' $(TORCH_PINS)
+	$(BIN)/pip install --quiet -e '.[dev,ray,mlflow,dp]' $(TORCH_PINS)
 	touch $@
 
 demo: $(BIN)/.installed

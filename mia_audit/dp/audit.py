@@ -134,11 +134,11 @@ def _canary_scores(model: nn.Module, inputs: OneRunInputs, canaries: CanarySet) 
     import torch
     import torch.nn.functional as F
 
-    from mia_audit.references.training import _DeviceData
+    from mia_audit.references.training import DeviceData
 
     pixels = training_images(inputs.population.images[canaries.rows], inputs.preprocess)
     data = TrainingData(pixels, canaries.labels, inputs.preprocess.mean, inputs.preprocess.std)
-    shared = _DeviceData(data, "cpu")
+    shared = DeviceData(data, "cpu")
     plain = inputs.recipe.model_copy(update={"augment": ()})
     model.eval()
     losses = []

@@ -90,14 +90,14 @@ def train_dp(
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
-    from mia_audit.references.training import _DeviceData
+    from mia_audit.references.training import DeviceData
 
     # Opacus warns of its non-cryptographic noise RNG (seeded here on purpose: the audit must
     # be reproducible) and of hooks on inputs without gradients (the first layer's).
     warnings.filterwarnings("ignore", message="Secure RNG turned off")
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
     torch.manual_seed(seed)
-    shared = _DeviceData(data, "cpu")
+    shared = DeviceData(data, "cpu")
     rows = TensorDataset(torch.arange(len(data.labels)))
     loader = DataLoader(rows, batch_size=recipe.batch_size, generator=_generator(seed, 1))
     model, optimizer, loader = PrivacyEngine(accountant="rdp").make_private(

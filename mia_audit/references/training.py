@@ -66,7 +66,7 @@ def train_models(
     group = max(1, group)
     states: list[dict[str, torch.Tensor]] = []
     with _out_of_memory_as_error(), _torch_threads(recipe.threads):
-        shared = _DeviceData(data, device)
+        shared = DeviceData(data, device)
         for start in range(0, len(jobs), group):
             runs = [_Run(build, job, recipe, device, shared) for job in jobs[start : start + group]]
             _train_lockstep(runs, recipe, advance)
@@ -107,7 +107,7 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-class _DeviceData:
+class DeviceData:
     """The training arrays on the device, with per-batch normalisation and augmentation."""
 
     def __init__(self, data: TrainingData, device: str) -> None:
@@ -162,7 +162,7 @@ class _Run:
         job: TrainingJob,
         recipe: TrainingRecipe,
         device: str,
-        data: _DeviceData,
+        data: DeviceData,
     ) -> None:
         import torch
 
@@ -278,7 +278,7 @@ def measure_training(
     probe_recipe = recipe.model_copy(update={"epochs": 1, "batch_size": batch_size})
     with _out_of_memory_as_error():
         run = _Run(
-            build, TrainingJob(rows, seed=0), probe_recipe, device, _DeviceData(data, device)
+            build, TrainingJob(rows, seed=0), probe_recipe, device, DeviceData(data, device)
         )
         batches = [b for b in run.epoch_batches(batch_size) if len(b) == batch_size]
         batches = (batches * (steps + 1))[: steps + 1]
