@@ -334,6 +334,16 @@ def provenance(result: Result) -> dict[str, list[tuple[str, str]]]:
         ]
     if result.gate.evaluated_on is not None:
         groups["Policy"].append(("suppressions checked on", f"{result.gate.evaluated_on} (UTC)"))
+    groups.update(_floor_and_factories(result))
+    groups["Versions"] = list(env.versions.items())
+    groups["Timings"] = [(phase, f"{seconds:.2f} s") for phase, seconds in result.timings.items()]
+    groups["Timings"].append(("total", f"{sum(result.timings.values()):.2f} s"))
+    return {title: [(k, v) for k, v in rows if v] for title, rows in groups.items()}
+
+
+def _floor_and_factories(result: Result) -> dict[str, list[tuple[str, str]]]:
+    """The provenance groups only some runs have: the workflow's floor, the user's code."""
+    groups: dict[str, list[tuple[str, str]]] = {}
     if result.floor is not None:
         floor = result.floor
         groups["Floor (the least the policy may audit)"] = [
@@ -351,10 +361,7 @@ def provenance(result: Result) -> dict[str, list[tuple[str, str]]]:
             )
             for factory in result.factories
         ]
-    groups["Versions"] = list(env.versions.items())
-    groups["Timings"] = [(phase, f"{seconds:.2f} s") for phase, seconds in result.timings.items()]
-    groups["Timings"].append(("total", f"{sum(result.timings.values()):.2f} s"))
-    return {title: [(k, v) for k, v in rows if v] for title, rows in groups.items()}
+    return groups
 
 
 # --- plots ----------------------------------------------------------------------------------
