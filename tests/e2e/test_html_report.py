@@ -20,13 +20,11 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from mia_audit.reports import report_format
-from mia_audit.reports._templates import MARKER, find_templates
 from mia_audit.reports.html_report import render_html
 from mia_audit.result import AttackResult, Result
 from tests.conftest import DigitsTarget, RunCli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 POLICY_NAME = "digits-html-report"
 HOSTILE = "<script>alert(1)</script>"
 #: Sections in the order a reader meets them (README, Reports).
@@ -128,8 +126,6 @@ def parse(page: str) -> TagChecker:
     return checker
 
 
-def test_registered_as_report_html() -> None:
-    assert report_format("html").filename == "report.html"
 
 
 def test_page_is_well_formed_with_sections_in_order(page: str) -> None:
@@ -264,19 +260,6 @@ def test_dollar_signs_in_attack_ids_are_not_mathtext(result: Result) -> None:
 # --- templates: found in the source tree, and shipped in the wheel ---------------------------
 
 
-def test_templates_found_in_package_or_source_tree(tmp_path: Path) -> None:
-    assert (find_templates() / MARKER).is_file()
-    installed = tmp_path / "site-packages" / "mia_audit"
-    (installed / "templates").mkdir(parents=True)
-    (installed / "templates" / MARKER).write_text("x")
-    assert find_templates(installed) == installed / "templates"
-    checkout = tmp_path / "checkout"
-    (checkout / "mia_audit").mkdir(parents=True)
-    (checkout / "templates").mkdir()
-    (checkout / "templates" / MARKER).write_text("x")
-    assert find_templates(checkout / "mia_audit") == checkout / "templates"
-    with pytest.raises(FileNotFoundError, match="templates are missing"):
-        find_templates(tmp_path / "nowhere" / "mia_audit")
 
 
 def test_wheel_ships_the_templates(tmp_path: Path) -> None:
@@ -306,6 +289,12 @@ def chromium_binary() -> str | None:
         if found:
             return found
     return None
+
+
+#: A test that renders the report in Chromium: marked `browser`, skipped where none is installed.
+NO_CHROMIUM = pytest.mark.skipif(
+    chromium_binary() is None, reason="chromium is not installed (CI installs it)"
+)
 
 
 class _Recorder(socketserver.BaseRequestHandler):
@@ -394,7 +383,8 @@ def colour_median_row(image: Any, color: str, tolerance: int = 40) -> float:
     return float(np.median(rows))
 
 
-@pytest.mark.skipif(chromium_binary() is None, reason="chromium is not installed (CI installs it)")
+@pytest.mark.browser
+@NO_CHROMIUM
 def test_renders_in_chromium_without_network(
     audit_dir: Path, result: Result, tmp_path: Path, recording_proxy: tuple[str, list[str]]
 ) -> None:
@@ -498,7 +488,8 @@ def page_layout(browser: str, report: Path, width: int, work: Path) -> tuple[dic
     return layout, png
 
 
-@pytest.mark.skipif(chromium_binary() is None, reason="chromium is not installed (CI installs it)")
+@pytest.mark.browser
+@NO_CHROMIUM
 @pytest.mark.parametrize("width", [420, 1280])
 def test_layout_fits_a_phone_and_a_desktop(audit_dir: Path, tmp_path: Path, width: int) -> None:
     """At 420 px (a phone) and 1280 px: the page never scrolls sideways, a table too wide for

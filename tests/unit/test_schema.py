@@ -20,9 +20,9 @@ import yaml
 
 from mia_audit.errors import PolicyError
 from mia_audit.policy.loading import parse_policy
-from tests.test_bad_inputs import POLICY_MISTAKES
+from tests.policy_mistakes import POLICY_MISTAKES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 POLICIES = sorted((ROOT / "policies").glob("*.yaml"))
 SCHEMA = json.loads((ROOT / "policies" / "policy.schema.json").read_text(encoding="utf-8"))
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)

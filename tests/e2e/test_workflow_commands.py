@@ -18,96 +18,25 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given
-from hypothesis import strategies as st
 
-from mia_audit.reports.text import printable
 from tests.conftest import DigitsTarget, RunCli, without_progress
+from tests.github_runner import HOSTILE_NAME, runner_commands
 
-#: The runner's command extensions (workflow commands) and `stop-commands`.
-RUNNER_COMMANDS = {
-    "set-env", "set-output", "save-state", "add-mask", "add-path", "add-matcher",
-    "remove-matcher", "debug", "warning", "error", "notice", "group", "endgroup", "echo",
-    "stop-commands",
-}  # fmt: skip
-
-HOSTILE_NAME = (
-    "leaky\n::error title=forged::this model is private\n::stop-commands::x"
-    " ##[stop-commands]y ##[error]forged\r\x1b[2J"
-)
 #: Within the year a waiver may run.
 EXPIRES = (datetime.now(timezone.utc).date() + timedelta(days=300)).isoformat()
 HOSTILE_REASON = "accepted\n::warning::forged ##[error]forged\x1b[2J"
 
 
-def _command(line: str, known: set[str]) -> tuple[str, str] | None:
-    """(name, data) of the workflow command in `line`, as the runner parses it, or None."""
-    trimmed = line.lstrip()
-    if trimmed.startswith("::"):
-        end = trimmed.find("::", 2)
-        if end >= 0:
-            name = trimmed[2:end].split(" ", 1)[0]
-            if name.lower() in known:
-                return name, trimmed[end + 2 :]
-    start = line.find("##[")
-    if start >= 0:
-        end = line.find("]", start)
-        if end >= 0:
-            name = line[start + 3 : end].split(" ", 1)[0]
-            if name.lower() in known:
-                return name, line[end + 1 :]
-    return None
 
 
-def runner_commands(log: str) -> list[str]:
-    """The commands a runner would act on in `log`, in order: `name data`."""
-    acted: list[str] = []
-    stop_token: str | None = None
-    for line in log.splitlines():  # a superset of the runner's line breaks
-        known = RUNNER_COMMANDS | ({stop_token.lower()} if stop_token else set())
-        command = _command(line, known)
-        if command is None:
-            continue
-        name, data = command
-        if stop_token is not None:
-            if name.lower() == stop_token.lower():
-                acted.append("resume")
-                stop_token = None
-            continue
-        if name == "stop-commands":
-            stop_token = data
-        acted.append(f"{name} {data}")
-    return acted
 
 
-def test_runner_model_sees_the_forgeries() -> None:
-    """The parser above is not toothless: unescaped, the hostile name is three commands."""
-    log = f"FAIL {HOSTILE_NAME}: 1 of 1 gate conditions failed\n"
-    assert [c.split(" ")[0] for c in runner_commands(log)] == ["error", "stop-commands"]
-    assert runner_commands("a ##[error]x\n") == ["error x"]
 
 
-@given(st.text())
-def test_printable_is_one_inert_line(text: str) -> None:
-    line = printable(text)
-    assert line.isprintable()
-    assert len(line.splitlines()) <= 1
-    assert runner_commands(line) == []
-    assert runner_commands("prefix " + line) == []
 
 
-@given(
-    st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")))
-)
-def test_printable_keeps_ordinary_text(text: str) -> None:
-    if text.isprintable() and "##[" not in text and not text.lstrip(" ").startswith("::"):
-        assert printable(text) == text
 
 
-def test_escapes_are_readable() -> None:
-    assert printable("a\nb\tc\x1b[0m\u2028") == "a\\nb\\tc\\x1b[0m\\u2028"
-    assert printable("::error::x") == "\\x3a:error::x"
-    assert printable("x ##[error]y") == "x ##\\x5berror]y"
 
 
 @pytest.fixture(scope="module")

@@ -36,10 +36,12 @@ import torch
 import yaml
 
 from tests.conftest import CONSOLE_SCRIPT, SMALL_CNN, SMALL_RECIPE, DigitsTarget, RunCli
-from tests.test_interrupt import interrupt, model_files
+from tests.interrupting import interrupt, model_files
 
 if TYPE_CHECKING:
     from ray.cluster_utils import Cluster
+
+pytestmark = pytest.mark.ray
 
 MODELS = 4
 #: The torch threads a local run trains with; Ray tasks reserve as many CPUs (and train with as

@@ -34,6 +34,12 @@ import torchvision
 import yaml
 
 from tests.conftest import without_progress
+from tests.policy_mistakes import (
+    misspelt_key,
+    misspelt_recipe_key,
+    odd_online_lira,
+    seed_not_a_number,
+)
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -141,31 +147,14 @@ def broken_yaml(case: Case) -> Expected:
     return Expected(EXIT_INVALID, ("policy.yaml", f"line {at + 2}", "invalid YAML"))
 
 
-def misspelt_key(document: dict[str, Any]) -> None:
-    document["model"]["num_clases"] = document["model"].pop("num_classes")
 
 
-def seed_not_a_number(document: dict[str, Any]) -> None:
-    document["runtime"]["seed"] = "abc"
 
 
-def odd_online_lira(document: dict[str, Any]) -> None:
-    # Online LiRA needs an even number of models; rejected before any model is trained.
-    document["attacks"] = ["loss", {"name": "lira", "reference_models": 3, "mode": "online"}]
 
 
-def misspelt_recipe_key(document: dict[str, Any]) -> None:
-    document["reference_training"] = {"epoch": 20, "batch_size": 256}
 
 
-#: The cases whose policy itself is wrong (not a file it names): the committed JSON Schema
-#: must refuse each of them too (tests/test_schema.py applies them to the example policies).
-POLICY_MISTAKES: dict[str, Callable[[dict[str, Any]], None]] = {
-    "unknown-key": misspelt_key,
-    "wrong-type": seed_not_a_number,
-    "lira-invalid": odd_online_lira,
-    "reference-training-typo": misspelt_recipe_key,
-}
 
 
 def unknown_key(case: Case) -> Expected:

@@ -19,7 +19,7 @@ from mia_audit.attacks.reference_sets import ReferenceRequest, ReferenceSet
 from mia_audit.attacks.rmia import RmiaAttack, RmiaConfig
 from mia_audit.attacks.scoring.rmia import rmia_scores_dense, true_class_probability
 from mia_audit.attacks.shadow import ShadowAttack, ShadowConfig
-from tests.test_scoring_lira import direct_offline, direct_online
+from tests.oracles import direct_offline, direct_online
 
 VIEWS = enumerate_views(mirror=True, shift=0)  # identity and mirror: two queries
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mia_audit.data.audit import SamplingOptions, build_audit_set, split_by_membership
+from mia_audit.data.audit import SamplingOptions, build_audit_set
 from mia_audit.data.formats import load_image_set
 from mia_audit.errors import InputError
 
@@ -64,51 +61,12 @@ def test_image_folder(tmp_path: Path) -> None:
     assert "class_0/0.png" in loaded.ids.tolist()
 
 
-SEED_SCRIPT = """
-import torch
-from PIL import Image
-import numpy as np
-
-class TaskDataset:
-    def __init__(self):
-        self.ids, self.imgs, self.labels = [], [], []
-
-class MembershipDataset(TaskDataset):
-    def __init__(self):
-        super().__init__()
-        self.membership = []
-
-data = MembershipDataset()
-rng = np.random.default_rng(1)
-for i in range(10):
-    data.ids.append(1000 + i)
-    data.imgs.append(Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)))
-    data.labels.append(i % 4)
-    data.membership.append(i % 2)
-torch.save(data, {path!r})
-"""
 
 
-@pytest.fixture
-def seed_pickle(tmp_path: Path) -> Path:
-    """A pickle made as the seeds made theirs: classes defined in the script's __main__."""
-    path = tmp_path / "pub.pt"
-    script = textwrap.dedent(SEED_SCRIPT.format(path=str(path)))
-    subprocess.run([sys.executable, "-c", script], check=True)
-    return path
 
 
-def test_seed_pickle_needs_allow_pickle(seed_pickle: Path) -> None:
-    with pytest.raises(InputError, match=r"data.members: .*pub.pt.*allow_pickle"):
-        load(seed_pickle)
 
 
-def test_seed_pickle_loads_without_the_classes(seed_pickle: Path) -> None:
-    loaded = load(seed_pickle, allow_pickle=True)
-    assert len(loaded) == 10
-    assert loaded.ids.tolist() == [str(i) for i in range(1000, 1010)]
-    members, non_members = split_by_membership(loaded)
-    assert len(members) == len(non_members) == 5
 
 
 def test_object_npz_refused(tmp_path: Path) -> None:

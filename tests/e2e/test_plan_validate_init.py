@@ -15,7 +15,7 @@ import yaml
 
 from tests.conftest import DigitsTarget, RunCli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
