@@ -119,19 +119,16 @@ BASE_POLICY: dict[str, Any] = {
 MERGED_SECTIONS = frozenset({"model", "data", "preprocessing", "outputs", "runtime"})
 
 
-def policy_document(name: str, **overrides: Any) -> dict[str, Any]:
-    """BASE_POLICY named `name`, with `overrides` (see MERGED_SECTIONS; DROP removes a key)."""
-    document = copy.deepcopy(BASE_POLICY)
-    document["name"] = name
+def merged_policy(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """`base` with `overrides`: a section in MERGED_SECTIONS changes only the keys it names,
+    any other section is replaced whole; DROP removes a key or a section."""
+    document = copy.deepcopy(base)
     for section, value in overrides.items():
         if section in MERGED_SECTIONS and isinstance(value, dict):
-            document[section] = _without_drops({**document[section], **value})
+            document[section] = _without_drops({**document.get(section, {}), **value})
         else:
             document[section] = copy.deepcopy(value)
-    document = _without_drops(document)
-    if isinstance(document.get("outputs", {}).get("dir"), str):
-        document["outputs"]["dir"] = document["outputs"]["dir"].replace("{name}", name)
-    return document
+    return _without_drops(document)
 
 
 def _without_drops(mapping: dict[str, Any]) -> dict[str, Any]:
@@ -143,9 +140,16 @@ def write_document(path: Path, document: dict[str, Any]) -> Path:
     return path
 
 
-def policy_file(folder: Path, name: str, **overrides: Any) -> Path:
-    """Write `<folder>/<name>.yaml`: policy_document(name, **overrides)."""
-    return write_document(folder / f"{name}.yaml", policy_document(name, **overrides))
+def policy_file(
+    folder: Path, name: str, base: dict[str, Any] = BASE_POLICY, **overrides: Any
+) -> Path:
+    """Write `<folder>/<name>.yaml`: `base` (a module builds its own with merged_policy) named
+    `name`, with `overrides` (merged_policy); `{name}` in outputs.dir becomes the name."""
+    document = merged_policy(base, name=name, **overrides)
+    outputs = document.get("outputs", {})
+    if isinstance(outputs.get("dir"), str):
+        outputs["dir"] = outputs["dir"].replace("{name}", name)
+    return write_document(folder / f"{name}.yaml", document)
 
 
 def without_keys(value: Any, keys: Collection[str]) -> Any:

@@ -14,25 +14,16 @@ import pytest
 import yaml
 
 from mia_audit.result import Result, strongest_attack
-from tests.conftest import DigitsTarget
+from tests.conftest import BASE_POLICY, CI_LIMIT_SECONDS, DigitsTarget, merged_policy, policy_file
 from tests.github_runner import parse_outputs
 
-
-def write_policy(folder: Path, name: str, max_auc: float) -> Path:
-    policy = {
-        "version": 1,
-        "name": name,
-        "model": {"path": "target.onnx", "architecture": "resnet18", "num_classes": 10},
-        "data": {"members": "members.npz", "non_members": "non_members.npz"},
-        "preprocessing": {"mean": [0.2, 0.2, 0.2], "std": [0.3, 0.3, 0.3]},
-        "attacks": ["loss", "confidence", "class_threshold"],
-        "gate": {"max_auc": max_auc},
-        "outputs": {"dir": "ignored-by-the-action", "formats": ["json", "junit"]},
-        "runtime": {"device": "cpu", "seed": 0, "cache_dir": ".mia-cache"},
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(policy, sort_keys=False))
-    return path
+#: The ONNX target with three target-only attacks; the Action chooses the output folder.
+AUDIT = merged_policy(
+    BASE_POLICY,
+    model={"path": "target.onnx"},
+    attacks=["loss", "confidence", "class_threshold"],
+    outputs={"dir": "ignored-by-the-action", "formats": ["json", "junit"]},
+)
 
 
 @dataclass(frozen=True)
@@ -43,8 +34,6 @@ class StepRun:
     outputs: dict[str, str]
     summary: str
     out_dir: Path
-
-
 
 
 def run_step(workspace: Path, policy: str, output_dir: str, **extra: str) -> StepRun:
@@ -69,7 +58,7 @@ def run_step(workspace: Path, policy: str, output_dir: str, **extra: str) -> Ste
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=CI_LIMIT_SECONDS,
         check=False,
     )
     return StepRun(
@@ -87,8 +76,8 @@ def workspace(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFact
     """A checkout with the digits target and a passing, a failing and an invalid policy."""
     root = tmp_path_factory.mktemp("workspace")
     folder = digits_target.copy_to(root / "model")
-    write_policy(folder, "lenient", max_auc=0.99)
-    write_policy(folder, "strict", max_auc=0.51)
+    policy_file(folder, "lenient", AUDIT, gate={"max_auc": 0.99})
+    policy_file(folder, "strict", AUDIT, gate={"max_auc": 0.51})
     (folder / "broken.yaml").write_text("version: 1\nname: broken\nattacks: [los]\n")
     return root
 
@@ -167,7 +156,7 @@ def test_resolve_gives_the_cache_folder_of_a_policy_in_a_subfolder(workspace: Pa
         completed = subprocess.run(
             [sys.executable, "-m", "mia_audit.cli.action", "resolve"],
             cwd=github, env={**env, "MIA_POLICY": policy}, capture_output=True, text=True,
-            timeout=120, check=False,
+            timeout=CI_LIMIT_SECONDS, check=False,
         )  # fmt: skip
         assert completed.returncode == 0, completed.stderr
         outputs = parse_outputs((github / "output").read_text())
@@ -240,21 +229,7 @@ def test_invalid_policy_reports_no_stale_numbers(workspace: Path) -> None:
     assert "unknown attack 'los' (did you mean 'loss'?)" in run.summary
 
 
-
-
-
-
-
-
 # --- action.yml -----------------------------------------------------------------------------
-
-
-
-
-
-
-
-
 
 
 # --- the gate floor: limits in the workflow file, which the policy may only tighten ----------
@@ -281,5 +256,3 @@ def test_floor_lets_a_stricter_policy_run_and_says_so(workspace: Path) -> None:
     result = Result.model_validate_json((run.out_dir / "result.json").read_bytes())
     assert "gate floor from the command line: AUC <= 0.6; the policy's gate is at least as " \
         "strict" in result.notes  # fmt: skip
-
-

@@ -19,7 +19,7 @@ import yaml
 import mia_audit
 from mia_audit.errors import EXIT_INVALID, InputError, PolicyError
 from mia_audit.result import Result
-from tests.conftest import DigitsTarget, RunCli
+from tests.conftest import RunCli
 
 ATTACKS: list[Any] = [
     "loss",
@@ -43,11 +43,6 @@ def target_module(folder: Path) -> torch.nn.Module:
     module = torchvision.models.resnet18(num_classes=10)
     module.load_state_dict(torch.load(folder / "target.pt", weights_only=True))
     return module
-
-
-@pytest.fixture(scope="module")
-def folder(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return digits_target.copy_to(tmp_path_factory.mktemp("api") / "target")
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import CONSOLE_SCRIPT, PROGRESS_LINE, DigitsTarget
+from tests.conftest import CI_LIMIT_SECONDS, CONSOLE_SCRIPT, PROGRESS_LINE
 
 # --- the console script, stderr to a pipe -------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def folder(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return digits_target.copy_to(tmp_path_factory.mktemp("progress") / "target")
 
 
 def write_policy(folder: Path, name: str, **changes: object) -> Path:
@@ -53,7 +48,7 @@ def run_piped(*args: str | Path, interval: str) -> subprocess.CompletedProcess[s
         capture_output=True,  # stderr to a pipe, not a terminal
         text=True,
         env=env,
-        timeout=600,
+        timeout=CI_LIMIT_SECONDS,
         check=False,
     )
 

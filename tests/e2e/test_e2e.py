@@ -8,9 +8,8 @@ from typing import Any
 
 import jsonschema
 import pytest
-import yaml
 
-from tests.conftest import DigitsTarget, RunCli
+from tests.conftest import BASE_POLICY, DigitsTarget, RunCli, merged_policy, policy_file
 
 ATTACKS = [
     "loss",
@@ -24,21 +23,10 @@ ATTACKS = [
 ]
 
 
-def write_policy(folder: Path, model_file: str, gate: dict[str, Any], name: str) -> Path:
-    policy = {
-        "version": 1,
-        "name": name,
-        "model": {"path": model_file, "architecture": "resnet18", "num_classes": 10},
-        "data": {"members": "members.npz", "non_members": "non_members.npz"},
-        "preprocessing": {"mean": [0.2, 0.2, 0.2], "std": [0.3, 0.3, 0.3]},
-        "attacks": ATTACKS,
-        "gate": gate,
-        "outputs": {"dir": f"out-{name}", "formats": ["json", "markdown", "junit"]},
-        "runtime": {"device": "cpu", "seed": 0, "cache_dir": ".mia-cache"},
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(policy, sort_keys=False))
-    return path
+#: Every target-only attack, reported in JSON, Markdown and JUnit.
+AUDIT = merged_policy(
+    BASE_POLICY, attacks=ATTACKS, outputs={"formats": ["json", "markdown", "junit"]}
+)
 
 
 STRICT = {"max_auc": 0.51, "max_tpr_at_fpr": [{"fpr": 0.05, "max": 0.06}]}
@@ -46,16 +34,13 @@ LOOSE = {"max_auc": 0.99, "max_tpr_at_fpr": [{"fpr": 0.05, "max": 0.99}]}
 
 
 @pytest.fixture(scope="module")
-def audits(
-    digits_target: DigitsTarget, run_cli: RunCli, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, tuple[int, dict[str, Any], str]]:
+def audits(folder: Path, run_cli: RunCli) -> dict[str, tuple[int, dict[str, Any], str]]:
     """Run four audits once: {state dict, ONNX} x {strict, loose} gates."""
-    folder = digits_target.copy_to(tmp_path_factory.mktemp("e2e") / "t")
     runs = {}
     for model_file in ("target.pt", "target.onnx"):
         for gate_name, gate in (("strict", STRICT), ("loose", LOOSE)):
             name = f"{Path(model_file).suffix[1:]}-{gate_name}"
-            policy = write_policy(folder, model_file, gate, name)
+            policy = policy_file(folder, name, AUDIT, model={"path": model_file}, gate=gate)
             completed = run_cli("run", policy)
             assert "Traceback" not in completed.stderr, completed.stderr
             result = json.loads((folder / f"out-{name}" / "result.json").read_text())

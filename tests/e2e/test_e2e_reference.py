@@ -15,12 +15,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import yaml
 
 from mia_audit.store.cache import model_store
-from tests.conftest import DigitsTarget, RunCli, notes_besides_outputs, without_progress
+from tests.conftest import (
+    BASE_POLICY,
+    DROP,
+    RunCli,
+    merged_policy,
+    notes_besides_outputs,
+    policy_file,
+    without_progress,
+    write_small_population,
+)
 
 #: The target's own recipe (mia_audit.demo: ResNet18, AdamW, no augmentation); the architecture
 #: defaults to model.architecture.
@@ -42,42 +49,26 @@ ATTACKS: list[Any] = [
 REFERENCE_ATTACKS = ("lira", "lira_offline", "rmia", "shadow")
 
 
-def write_policy(folder: Path, name: str, **changes: Any) -> Path:
-    policy: dict[str, Any] = {
-        "version": 1,
-        "name": name,
-        "model": {"path": "target.pt", "architecture": "resnet18", "num_classes": 10},
-        "data": {
-            "members": "members.npz",
-            "non_members": "non_members.npz",
-            "population": "population_small.npz",
-        },
-        "preprocessing": {"mean": [0.2, 0.2, 0.2], "std": [0.3, 0.3, 0.3]},
-        "attacks": ATTACKS,
-        "reference_training": RECIPE,
-        "gate": {"max_auc": 0.99},
-        "outputs": {"dir": f"out-{name}", "formats": ["json"]},
-        "runtime": {"device": "cpu", "seed": 0, "cache_dir": ".mia-cache"},
-    }
-    policy.update(changes)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(policy, sort_keys=False))
-    return path
+#: The reference attacks on a 400-sample population.
+AUDIT = merged_policy(
+    BASE_POLICY,
+    data={"population": "population_small.npz"},
+    attacks=ATTACKS,
+    reference_training=RECIPE,
+)
 
 
 @pytest.fixture(scope="module")
-def folder(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def folder(folder: Path) -> Path:
     """The digits target with a 400-sample population (enough for 4 shadow models' halves)."""
-    target = digits_target.copy_to(tmp_path_factory.mktemp("e2e-reference") / "t")
-    with np.load(target / "population.npz") as population:
-        np.savez(target / "population_small.npz", **{k: population[k][:400] for k in population})
-    return target
+    write_small_population(folder, 400)
+    return folder
 
 
 @pytest.fixture(scope="module")
 def runs(folder: Path, run_cli: RunCli) -> list[tuple[int, str, dict[str, Any]]]:
     """The same audit twice: the second finds every model and logit in the cache."""
-    policy = write_policy(folder, "reference")
+    policy = policy_file(folder, "reference", AUDIT)
     outcomes = []
     for _ in range(2):
         completed = run_cli("run", policy)
@@ -112,10 +103,8 @@ def test_second_run_trains_nothing(runs: list[tuple[int, str, dict[str, Any]]]) 
 
 
 def test_no_population_and_too_few_non_members_exits_2(folder: Path, run_cli: RunCli) -> None:
-    data = {"members": "members.npz", "non_members": "non_members.npz"}
-    policy = write_policy(
-        folder, "no-population", data=data, attacks=[{"name": "lira", "mode": "offline"}]
-    )
+    attacks = [{"name": "lira", "mode": "offline"}]
+    policy = policy_file(folder, "no-population", AUDIT, data={"population": DROP}, attacks=attacks)
     completed = run_cli("run", policy)
     assert completed.returncode == 2, completed.stdout + completed.stderr
     message = completed.stderr
@@ -125,17 +114,18 @@ def test_no_population_and_too_few_non_members_exits_2(folder: Path, run_cli: Ru
 
 def test_too_small_a_population_exits_2(folder: Path, run_cli: RunCli) -> None:
     recipe = {**RECIPE, "train_size": 300}
-    policy = write_policy(folder, "small-population", reference_training=recipe)
+    policy = policy_file(folder, "small-population", AUDIT, reference_training=recipe)
     completed = run_cli("run", policy)
     assert completed.returncode == 2, completed.stdout + completed.stderr
     assert "data.population" in completed.stderr and "'shadow' needs 600" in completed.stderr
 
 
 def test_onnx_target_without_reference_architecture_exits_2(folder: Path, run_cli: RunCli) -> None:
-    policy = write_policy(
+    policy = policy_file(
         folder,
         "onnx",
-        model={"path": "target.onnx"},
+        AUDIT,
+        model={"path": "target.onnx", "architecture": DROP, "num_classes": DROP},
         attacks=["loss", {"name": "rmia", "reference_models": 2}],
     )
     for command in ("validate", "run"):
@@ -261,9 +251,10 @@ def short_recipe(folder: Path, run_cli: RunCli) -> dict[str, tuple[int, str, Pat
     outcomes = {}
     for on_failure in ("warn", "error"):
         name = f"short-{on_failure}"
-        policy = write_policy(
+        policy = policy_file(
             folder,
             name,
+            AUDIT,
             attacks=attacks,
             reference_training=recipe,
             preconditions={"reference_fit": on_failure},

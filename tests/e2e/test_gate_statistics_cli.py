@@ -5,38 +5,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from mia_audit.errors import EXIT_INVALID
 from mia_audit.result import SCHEMA_VERSION
-from tests.conftest import DigitsTarget, RunCli, without_progress
+from tests.conftest import (
+    BASE_POLICY,
+    RunCli,
+    merged_policy,
+    policy_file,
+    without_progress,
+)
+
+#: The loss and confidence attacks with 500 bootstrap resamples, reported in JSON, Markdown and
+#: JUnit.
+AUDIT = merged_policy(
+    BASE_POLICY,
+    attacks=["loss", "confidence"],
+    statistics={"n_resamples": 500},
+    outputs={"formats": ["json", "markdown", "junit"]},
+    runtime={"seed": 3},
+)
 
 
-def write_policy(folder: Path, name: str, gate_: dict[str, Any]) -> Path:
-    document = {
-        "version": 1,
-        "name": name,
-        "model": {"path": "target.pt", "architecture": "resnet18", "num_classes": 10},
-        "data": {"members": "members.npz", "non_members": "non_members.npz"},
-        "preprocessing": {"mean": [0.2, 0.2, 0.2], "std": [0.3, 0.3, 0.3]},
-        "attacks": ["loss", "confidence"],
-        "gate": gate_,
-        "statistics": {"n_resamples": 500},
-        "outputs": {"dir": f"out-{name}", "formats": ["json", "markdown", "junit"]},
-        "runtime": {"device": "cpu", "seed": 3, "cache_dir": ".mia-cache"},
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
-
-
-def test_end_to_end_upper_statistic_and_baseline(
-    digits_target: DigitsTarget, run_cli: RunCli, tmp_path: Path
-) -> None:
-    folder = digits_target.copy_to(tmp_path / "x")
-    first = run_cli("run", write_policy(folder, "first", {"max_auc": 0.99}), "-q")
+def test_end_to_end_upper_statistic_and_baseline(folder: Path, run_cli: RunCli) -> None:
+    first = run_cli("run", policy_file(folder, "first", AUDIT, gate={"max_auc": 0.99}), "-q")
     assert first.returncode == 0, first.stderr
     previous = folder / "out-first" / "result.json"
     base = json.loads(previous.read_text())
@@ -48,7 +40,9 @@ def test_end_to_end_upper_statistic_and_baseline(
         "max_auc_increase": 0.0,
         "suppressions": [{"condition": "auc", "reason": "demo", "expires": "2000-01-01"}],
     }
-    second = run_cli("run", write_policy(folder, "second", gate_), "--baseline", previous)
+    second = run_cli(
+        "run", policy_file(folder, "second", AUDIT, gate=gate_), "--baseline", previous
+    )
     assert second.returncode == 0, second.stdout + second.stderr
     result = json.loads((folder / "out-second" / "result.json").read_text())
     for attack in result["attacks"]:
@@ -78,5 +72,3 @@ def test_end_to_end_upper_statistic_and_baseline(
     assert refused.returncode == EXIT_INVALID
     (error,) = without_progress(refused.stderr)
     assert error.startswith("error: baseline: ") and "schema_version" in error
-
-

@@ -18,11 +18,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
 from mia_audit.reports.html_report import render_html
 from mia_audit.result import AttackResult, Result
-from tests.conftest import DigitsTarget, RunCli
+from tests.conftest import (
+    BASE_POLICY,
+    CI_LIMIT_SECONDS,
+    RunCli,
+    merged_policy,
+    write_document,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_NAME = "digits-html-report"
@@ -43,38 +48,27 @@ SECTIONS = [
 
 
 def write_policy(folder: Path, formats: list[str]) -> Path:
-    policy = {
-        "version": 1,
-        "name": POLICY_NAME,
-        "model": {"path": "target.onnx", "architecture": "resnet18", "num_classes": 10},
-        "data": {
-            "members": "members.npz",
-            "non_members": "non_members.npz",
-            "class_names": [f"digit {n}" for n in range(10)],
-        },
-        "preprocessing": {"mean": [0.2, 0.2, 0.2], "std": [0.3, 0.3, 0.3]},
-        "attacks": [
+    document = merged_policy(
+        BASE_POLICY,
+        name=POLICY_NAME,
+        model={"path": "target.onnx"},
+        data={"class_names": [f"digit {n}" for n in range(10)]},
+        attacks=[
             "loss",
             "entropy",
             "logit_margin",
             "class_threshold",
             {"name": "learned", "model": "logistic_regression"},
         ],
-        "gate": {"max_auc": 0.55, "max_advantage": 0.9},
-        "outputs": {"dir": "out", "formats": formats},
-        "runtime": {"device": "cpu", "seed": 0, "cache_dir": ".mia-cache"},
-    }
-    path = folder / "html-policy.yaml"
-    path.write_text(yaml.safe_dump(policy, sort_keys=False))
-    return path
+        gate={"max_auc": 0.55, "max_advantage": 0.9},
+        outputs={"dir": "out", "formats": formats},
+    )
+    return write_document(folder / "html-policy.yaml", document)
 
 
 @pytest.fixture(scope="module")
-def audit_dir(
-    digits_target: DigitsTarget, run_cli: RunCli, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
+def audit_dir(folder: Path, run_cli: RunCli) -> Path:
     """One real audit (exit 1: the overfit target fails max_auc 0.55); its output folder."""
-    folder = digits_target.copy_to(tmp_path_factory.mktemp("html") / "target")
     completed = run_cli("run", write_policy(folder, ["json", "html"]), "-q")
     assert completed.returncode == 1, completed.stderr
     return folder / "out"
@@ -124,8 +118,6 @@ def parse(page: str) -> TagChecker:
     checker.feed(page)
     checker.close()
     return checker
-
-
 
 
 def test_page_is_well_formed_with_sections_in_order(page: str) -> None:
@@ -260,8 +252,6 @@ def test_dollar_signs_in_attack_ids_are_not_mathtext(result: Result) -> None:
 # --- templates: found in the source tree, and shipped in the wheel ---------------------------
 
 
-
-
 def test_wheel_ships_the_templates(tmp_path: Path) -> None:
     """Built without isolation when hatchling is installed (dev extras), so no network is used."""
     command = [sys.executable, "-m", "build", "--wheel", "-o", str(tmp_path), str(REPO)]
@@ -271,7 +261,9 @@ def test_wheel_ships_the_templates(tmp_path: Path) -> None:
         pass
     else:
         command.insert(4, "--no-isolation")
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=CI_LIMIT_SECONDS, check=False
+    )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
     (wheel,) = tmp_path.glob("mia_audit-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -349,7 +341,9 @@ def screenshot(browser: str, page: Path, png: Path, proxy: str, profile: Path) -
         "--hide-scrollbars",
         page.as_uri(),
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=CI_LIMIT_SECONDS, check=False
+    )
     assert completed.returncode == 0 and png.is_file(), completed.stderr[-3000:]
 
 
@@ -475,14 +469,18 @@ def page_layout(browser: str, report: Path, width: int, work: Path) -> tuple[dic
     page.write_text(LAYOUT_PAGE.format(width=width, report=html.escape(text, quote=True)))
     window = max(width, 500) + 20
     command = chromium_command(browser, work / "profile", window, "--dump-dom", page.as_uri())
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=CI_LIMIT_SECONDS, check=False
+    )
     found = re.search(r'<pre id="layout-probe">(.*?)</pre>', completed.stdout, flags=re.S)
     assert completed.returncode == 0 and found, completed.stderr[-3000:]
     png = work / f"layout-{width}.png"
     command = chromium_command(
         browser, work / "profile", window, f"--screenshot={png}", page.as_uri()
     )
-    shot = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    shot = subprocess.run(
+        command, capture_output=True, text=True, timeout=CI_LIMIT_SECONDS, check=False
+    )
     assert shot.returncode == 0 and png.is_file(), shot.stderr[-3000:]
     layout: dict[str, Any] = json.loads(html.unescape(found.group(1)))
     return layout, png

@@ -23,7 +23,7 @@ import torch
 import torchvision
 import yaml
 
-from tests.conftest import DigitsTarget, RunCli
+from tests.conftest import RunCli
 
 ATTACKS = [
     "loss",
@@ -68,11 +68,6 @@ def audit(folder: Path, run_cli: RunCli, model_file: str, name: str) -> tuple[An
     assert "Traceback" not in completed.stderr
     result = json.loads((folder / f"out-{name}" / "result.json").read_text())
     return result, completed.stderr
-
-
-@pytest.fixture(scope="module")
-def folder(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return digits_target.copy_to(tmp_path_factory.mktemp("onnx-exports") / "t")
 
 
 @pytest.fixture(scope="module")

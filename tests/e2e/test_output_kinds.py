@@ -24,7 +24,15 @@ import yaml
 
 from mia_audit.demo import export_onnx
 from mia_audit.models.architectures import build_architecture
-from tests.conftest import SMALL_CNN, SMALL_RECIPE, DigitsTarget, RunCli
+from tests.conftest import (
+    BASE_POLICY,
+    DROP,
+    SMALL_CNN,
+    SMALL_RECIPE,
+    RunCli,
+    merged_policy,
+    policy_file,
+)
 
 LABEL_ONLY = [
     "gap",
@@ -55,8 +63,7 @@ class ArgmaxHead(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def folder(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = digits_target.copy_to(tmp_path_factory.mktemp("output-kinds") / "t")
+def folder(folder: Path) -> Path:
     model = build_architecture("resnet18", 10)
     model.load_state_dict(torch.load(folder / "target.pt", weights_only=True))
     model.eval()
@@ -67,25 +74,19 @@ def folder(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFactory
     return folder
 
 
-def write_policy(folder: Path, name: str, model: dict[str, Any], attacks: list[Any]) -> Path:
-    policy = {
-        "version": 1,
-        "name": name,
-        "model": {"num_classes": 10, **model},
-        "data": {"members": "members.npz", "non_members": "non_members.npz"},
-        "preprocessing": {"mean": [0.2, 0.2, 0.2], "std": [0.3, 0.3, 0.3]},
-        "attacks": attacks,
-        "gate": {"max_auc": 0.6},
-        "outputs": {"dir": f"out-{name}", "formats": ["json", "html", "markdown"]},
-        "runtime": {"device": "cpu", "seed": 0, "cache_dir": ".mia-cache"},
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(policy, sort_keys=False))
-    return path
+#: A target named by each test (no reference architecture), reported in JSON, HTML and Markdown.
+AUDIT = merged_policy(
+    BASE_POLICY,
+    model={"architecture": DROP},
+    gate={"max_auc": 0.6},
+    outputs={"formats": ["json", "html", "markdown"]},
+)
 
 
 def audited(folder: Path, run_cli: RunCli, name: str, model_file: str) -> tuple[Any, str]:
-    path = write_policy(folder, name, {"path": model_file}, [*SCORE_ATTACKS, *LABEL_ONLY])
+    path = policy_file(
+        folder, name, AUDIT, model={"path": model_file}, attacks=[*SCORE_ATTACKS, *LABEL_ONLY]
+    )
     completed = run_cli("run", path)
     assert completed.returncode == 1, completed.stderr  # the overfit target leaks
     return json.loads((folder / f"out-{name}" / "result.json").read_text()), completed.stderr
@@ -133,7 +134,7 @@ def test_softmax_export_gives_the_logits_aucs_and_says_so(
 def test_argmax_export_runs_the_label_only_attacks(
     folder: Path, run_cli: RunCli, logits_run: tuple[Any, str]
 ) -> None:
-    path = write_policy(folder, "argmax", {"path": "argmax.onnx"}, LABEL_ONLY)
+    path = policy_file(folder, "argmax", AUDIT, model={"path": "argmax.onnx"}, attacks=LABEL_ONLY)
     completed = run_cli("run", path)
 
     assert completed.returncode == 1, completed.stderr
@@ -160,7 +161,7 @@ def test_a_label_target_refuses_attacks_that_read_logits(
     folder: Path, run_cli: RunCli, model: dict[str, Any], refused: str, kind: str
 ) -> None:
     name = f"refuse-{refused}"
-    path = write_policy(folder, name, model, ["gap", refused])
+    path = policy_file(folder, name, AUDIT, model=model, attacks=["gap", refused])
     completed = run_cli("run", path)
 
     assert completed.returncode == 2, completed.stderr
@@ -185,7 +186,9 @@ def test_a_declared_kind_the_probe_contradicts_is_refused(
     folder: Path, run_cli: RunCli, model_file: str, declared: str, shown: str
 ) -> None:
     name = f"declared-{declared}-{model_file.split('.')[0]}"
-    path = write_policy(folder, name, {"path": model_file, "outputs": declared}, ["gap"])
+    path = policy_file(
+        folder, name, AUDIT, model={"path": model_file, "outputs": declared}, attacks=["gap"]
+    )
     completed = run_cli("run", path)
 
     assert completed.returncode == 2, completed.stderr
@@ -204,7 +207,9 @@ def reference_audit(folder: Path, run_cli: RunCli, name: str, model_file: str) -
     """LiRA (offline) and RMIA on small-CNN reference models; both exports share the cache, so
     the second run scores against the very reference models the first trained."""
     policy = yaml.safe_load(
-        write_policy(folder, name, {"path": model_file}, REFERENCE_ATTACKS).read_text()
+        policy_file(
+            folder, name, AUDIT, model={"path": model_file}, attacks=REFERENCE_ATTACKS
+        ).read_text()
     )
     policy["data"]["population"] = "population_small.npz"
     policy["reference_training"] = SMALL_RECIPE

@@ -23,36 +23,38 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mia_audit.reports.folder import MANIFEST, STAGING_PREFIX
 from tests.conftest import (
+    BASE_POLICY,
+    CI_LIMIT_SECONDS,
     CONSOLE_SCRIPT,
+    DROP,
     REPORTS,
-    DigitsTarget,
     RunCli,
     files_under,
+    merged_policy,
+    policy_file,
     without_progress,
 )
 
 FORMATS = ["json", "html", "markdown", "junit"]
 
 
+#: The ONNX target (no reference architecture), two attacks, every report format.
+AUDIT = merged_policy(
+    BASE_POLICY,
+    model={"path": "target.onnx", "architecture": DROP},
+    attacks=["loss", "confidence"],
+    gate={"max_auc": 0.6},
+    outputs={"formats": FORMATS},
+)
+
+
 def write_policy(folder: Path, name: str, out_dir: Path, cache_dir: str = ".mia-cache") -> Path:
-    policy = {
-        "version": 1,
-        "name": name,
-        "model": {"path": "target.onnx", "num_classes": 10},
-        "data": {"members": "members.npz", "non_members": "non_members.npz"},
-        "preprocessing": {"mean": [0.2, 0.2, 0.2], "std": [0.3, 0.3, 0.3]},
-        "attacks": ["loss", "confidence"],
-        "gate": {"max_auc": 0.6},
-        "outputs": {"dir": str(out_dir), "formats": FORMATS},
-        "runtime": {"device": "cpu", "seed": 0, "cache_dir": cache_dir},
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(policy, sort_keys=False))
-    return path
+    """AUDIT reporting to `out_dir`, caching in `cache_dir`."""
+    outputs, runtime = {"dir": str(out_dir)}, {"cache_dir": cache_dir}
+    return policy_file(folder, name, AUDIT, outputs=outputs, runtime=runtime)
 
 
 def run_child(
@@ -64,14 +66,9 @@ def run_child(
         capture_output=True,
         text=True,
         preexec_fn=setup,
-        timeout=600,
+        timeout=CI_LIMIT_SECONDS,
         check=False,
     )
-
-
-@pytest.fixture(scope="module")
-def folder(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return digits_target.copy_to(tmp_path_factory.mktemp("outputs") / "t")
 
 
 def assert_disk_full_kept_previous(
@@ -215,18 +212,4 @@ def test_render_adds_to_the_set_and_keeps_result_json(folder: Path, run_cli: Run
     assert sorted(manifest["files"]) == ["report.html", "result.json"]
 
 
-
-
-
-
 # --- signals and failures during the renames (fault injection around the real os.replace) -------
-
-
-
-
-
-
-
-
-
-

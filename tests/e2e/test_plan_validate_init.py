@@ -13,14 +13,9 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import DigitsTarget, RunCli
+from tests.conftest import RunCli
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def folder(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return digits_target.copy_to(tmp_path_factory.mktemp("plan") / "target")
 
 
 def write_policy(folder: Path, name: str, **changes: Any) -> Path:

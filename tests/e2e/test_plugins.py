@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import CONSOLE_SCRIPT, DigitsTarget
+from tests.conftest import CI_LIMIT_SECONDS, CONSOLE_SCRIPT, DigitsTarget
 
 ATTACK = '''
 """An attack another package ships: the largest logit, averaged over the query views."""
@@ -123,7 +123,7 @@ def run_with(site: Path, *args: str | Path) -> tuple[int, str, str]:
         capture_output=True,
         text=True,
         env=env,
-        timeout=900,
+        timeout=CI_LIMIT_SECONDS,
         check=False,
     )
     return completed.returncode, completed.stdout, completed.stderr

@@ -21,15 +21,10 @@ import torch
 import torchvision
 import yaml
 
-from tests.conftest import DigitsTarget, RunCli, without_progress
+from tests.conftest import RunCli, without_progress
 
 #: The honest audit of the digits target fails this gate (exit 1).
 GATE = {"max_auc": 0.6}
-
-
-@pytest.fixture(scope="module")
-def folder(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return digits_target.copy_to(tmp_path_factory.mktemp("preconditions") / "target")
 
 
 def _base(folder: Path) -> dict[str, Any]:

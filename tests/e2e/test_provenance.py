@@ -14,12 +14,18 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from tests.conftest import CONSOLE_SCRIPT, DigitsTarget, RunCli
+from tests.conftest import (
+    BASE_POLICY,
+    CI_LIMIT_SECONDS,
+    CONSOLE_SCRIPT,
+    DROP,
+    RunCli,
+    merged_policy,
+    policy_file,
+)
 
 FACTORY_MODULE = '''\
 """A user factory: the marker file proves whether this module was imported."""
@@ -35,27 +41,16 @@ def resnet18(num_classes):
 '''
 
 
-def write_policy(folder: Path, name: str, **overrides: Any) -> Path:
-    policy: dict[str, Any] = {
-        "version": 1,
-        "name": name,
-        "model": {"path": "target.onnx", "num_classes": 10},
-        "data": {"members": "members.npz", "non_members": "non_members.npz"},
-        "preprocessing": {"mean": [0.2, 0.2, 0.2], "std": [0.3, 0.3, 0.3]},
-        "attacks": ["loss"],
-        "gate": {"max_auc": 0.99},
-        "outputs": {"dir": f"out-{name}", "formats": ["json", "html", "markdown"]},
-        "runtime": {"device": "cpu", "seed": 0, "cache_dir": ".mia-cache"},
-        **overrides,
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(policy, sort_keys=False))
-    return path
+#: An ONNX target audited with the loss attack, reported in JSON, HTML and Markdown.
+AUDIT = merged_policy(
+    BASE_POLICY,
+    model={"path": "target.onnx", "architecture": DROP},
+    outputs={"formats": ["json", "html", "markdown"]},
+)
 
 
 @pytest.fixture(scope="module")
-def folder(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = digits_target.copy_to(tmp_path_factory.mktemp("provenance") / "t")
+def folder(folder: Path) -> Path:
     for module in ("usedmodels", "unusedmodels"):
         (folder / f"{module}.py").write_text(FACTORY_MODULE)
     return folder
@@ -68,9 +63,10 @@ def sha256(path: Path) -> str:
 def test_factories_are_named_with_file_and_hash(folder: Path, run_cli: RunCli) -> None:
     """The state dict is built by usedmodels:resnet18 (imported); unusedmodels:resnet18 is only
     named, for reference models no attack trains, and must be recorded without running."""
-    policy = write_policy(
+    policy = policy_file(
         folder,
         "factories",
+        AUDIT,
         model={"path": "target.pt", "architecture": "usedmodels:resnet18", "num_classes": 10},
         reference_training={"architecture": "unusedmodels:resnet18"},
     )
@@ -108,7 +104,7 @@ def test_factories_are_named_with_file_and_hash(folder: Path, run_cli: RunCli) -
 
 
 def test_no_factory_no_entry(folder: Path, run_cli: RunCli) -> None:
-    policy = write_policy(folder, "plain")
+    policy = policy_file(folder, "plain", AUDIT)
     assert run_cli("run", policy, "-q").returncode == 0
     result = json.loads((folder / "out-plain" / "result.json").read_text())
     assert result["factories"] == []
@@ -119,9 +115,10 @@ def test_a_run_writes_nothing_under_home(folder: Path, tmp_path: Path) -> None:
     home, scratch = tmp_path / "home", tmp_path / "tmp"
     home.mkdir()
     scratch.mkdir()
-    policy = write_policy(
+    policy = policy_file(
         folder,
         "home",
+        AUDIT,
         model={"path": "target.onnx", "architecture": "resnet18", "num_classes": 10},
         data={
             "members": "members.npz",
@@ -140,7 +137,7 @@ def test_a_run_writes_nothing_under_home(folder: Path, tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=CI_LIMIT_SECONDS,
         check=False,
     )
 

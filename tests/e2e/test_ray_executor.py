@@ -30,12 +30,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pytest
 import torch
-import yaml
 
-from tests.conftest import CONSOLE_SCRIPT, SMALL_CNN, SMALL_RECIPE, DigitsTarget, RunCli
+from tests.conftest import (
+    BASE_POLICY,
+    CI_LIMIT_SECONDS,
+    CONSOLE_SCRIPT,
+    SMALL_CNN,
+    SMALL_RECIPE,
+    RunCli,
+    merged_policy,
+    policy_file,
+    without_keys,
+    write_small_population,
+)
 from tests.interrupting import interrupt, model_files
 
 if TYPE_CHECKING:
@@ -48,6 +57,7 @@ MODELS = 4
 #: many threads), which is what makes their models bit-identical to the local ones.
 THREADS = torch.get_num_threads()
 RECIPE = SMALL_RECIPE
+POPULATION = 300
 ATTACKS = [
     {"name": "lira", "reference_models": MODELS, "mode": "offline"},
     {"name": "rmia", "reference_models": MODELS},
@@ -70,17 +80,9 @@ class Diverging(nn.Module):
 def diverging_cnn(num_classes):
     return Diverging(num_classes)
 '''
+#: LiRA and RMIA on the reference models, trained on a small population.
+AUDIT = merged_policy(BASE_POLICY, data={"population": "population_small.npz"}, attacks=ATTACKS)
 TASK_TITLE = "ray::mia_audit_reference_training"
-
-
-def prepare(digits_target: DigitsTarget, destination: Path) -> Path:
-    """The digits target with a 300-sample population and the two factories."""
-    folder = digits_target.copy_to(destination)
-    with np.load(folder / "population.npz") as population:
-        np.savez(folder / "population_small.npz", **{k: population[k][:300] for k in population})
-    (folder / "small_cnn.py").write_text(SMALL_CNN)
-    (folder / "diverging_cnn.py").write_text(DIVERGING_CNN)
-    return folder
 
 
 def write_policy(
@@ -89,27 +91,13 @@ def write_policy(
     executor: Any = "local",
     cache: str = ".mia-cache",
     recipe: dict[str, Any] = RECIPE,
-    outputs: str | None = None,
+    outputs: str = "out-{name}",
 ) -> Path:
-    policy = {
-        "version": 1,
-        "name": name,
-        "model": {"path": "target.pt", "architecture": "resnet18", "num_classes": 10},
-        "data": {
-            "members": "members.npz",
-            "non_members": "non_members.npz",
-            "population": "population_small.npz",
-        },
-        "preprocessing": {"mean": [0.2, 0.2, 0.2], "std": [0.3, 0.3, 0.3]},
-        "attacks": ATTACKS,
-        "reference_training": recipe,
-        "gate": {"max_auc": 0.99},
-        "outputs": {"dir": outputs or f"out-{name}", "formats": ["json"]},
-        "runtime": {"device": "cpu", "seed": 0, "cache_dir": cache, "executor": executor},
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(policy, sort_keys=False))
-    return path
+    """The audit every test here runs, on `executor`, caching in `cache`."""
+    runtime = {"cache_dir": cache, "executor": executor}
+    return policy_file(
+        folder, name, AUDIT, reference_training=recipe, outputs={"dir": outputs}, runtime=runtime
+    )
 
 
 def ray_executor(address: str, **keys: Any) -> dict[str, Any]:
@@ -119,15 +107,7 @@ def ray_executor(address: str, **keys: Any) -> dict[str, Any]:
 def attacks(result_dir: Path) -> list[Any]:
     """result.json's attacks without their timings."""
     result = json.loads((result_dir / "result.json").read_text())
-    return _without_seconds(result["attacks"])  # type: ignore[no-any-return]
-
-
-def _without_seconds(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_seconds(v) for k, v in value.items() if k != "seconds"}
-    if isinstance(value, list):
-        return [_without_seconds(v) for v in value]
-    return value
+    return without_keys(result["attacks"], {"seconds"})  # type: ignore[no-any-return]
 
 
 def output_of(completed: subprocess.CompletedProcess[str]) -> str:
@@ -138,8 +118,12 @@ def output_of(completed: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def folder(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return prepare(digits_target, tmp_path_factory.mktemp("ray") / "t")
+def folder(folder: Path) -> Path:
+    """The digits target with a small population and the two factories."""
+    write_small_population(folder, POPULATION)
+    (folder / "small_cnn.py").write_text(SMALL_CNN)
+    (folder / "diverging_cnn.py").write_text(DIVERGING_CNN)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -249,37 +233,40 @@ def _training_workers(ancestor: int | None = None) -> list[int]:
 
 
 def _first_training_worker(process: subprocess.Popen[str], ancestor: int | None = None) -> int:
-    """The pid of the first worker process (below `ancestor`) seen training."""
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the run ended before a worker was seen training: {process.communicate()}")
+    """The pid of the first worker process (below `ancestor`) seen training. No deadline: the
+    run ending first fails the test, a slow machine only makes it wait longer."""
+    while process.poll() is None:
         workers = _training_workers(ancestor)
         if workers:
             return workers[0]
         time.sleep(0.05)
-    pytest.fail("no worker was seen training within 180 s")
+    pytest.fail(f"the run ended (exit {process.returncode}) before a worker was seen training")
 
 
 def _run_with_fault(
     policy: Path, fault: Callable[[subprocess.Popen[str]], None]
 ) -> tuple[int, str]:
-    """Run the policy through the console script, inflict `fault` on it; exit code, stderr."""
-    process = subprocess.Popen(
-        [str(CONSOLE_SCRIPT), "run", str(policy)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    """Run the policy through the console script, inflict `fault` on it; exit code, output.
+
+    The output goes to a file: a pipe nobody reads while the fault waits could fill and stall
+    the run."""
+    log = policy.with_suffix(".log")
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [str(CONSOLE_SCRIPT), "run", str(policy)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )
     try:
         fault(process)
-        stdout, stderr = process.communicate(timeout=600)
+        process.wait(timeout=CI_LIMIT_SECONDS)
     finally:
         if process.poll() is None:
             process.kill()
-            process.communicate()
-    return process.returncode, stdout + stderr
+            process.wait()
+    return process.returncode, log.read_text()
 
 
 def test_a_worker_killed_mid_task_is_retried(
@@ -398,7 +385,7 @@ def _without_ray(*args: str | Path) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-c", code, *map(str, args)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=CI_LIMIT_SECONDS,
         check=False,
     )
 

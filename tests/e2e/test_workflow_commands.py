@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import DigitsTarget, RunCli, without_progress
+from tests.conftest import CI_LIMIT_SECONDS, RunCli, without_progress
 from tests.github_runner import HOSTILE_NAME, runner_commands
 
 #: Within the year a waiver may run.
@@ -40,8 +40,7 @@ HOSTILE_REASON = "accepted\n::warning::forged ##[error]forged\x1b[2J"
 
 
 @pytest.fixture(scope="module")
-def folder(digits_target: DigitsTarget, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = digits_target.copy_to(tmp_path_factory.mktemp("commands") / "t")
+def folder(folder: Path) -> Path:
     policy = {
         "version": 1,
         "name": HOSTILE_NAME,
@@ -115,7 +114,7 @@ def test_action_fences_the_audit_and_keeps_its_own_annotation(folder: Path) -> N
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,  # one log, in order, as the runner reads it
         text=True,
-        timeout=600,
+        timeout=CI_LIMIT_SECONDS,
         check=False,
     )
 
