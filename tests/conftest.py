@@ -95,6 +95,9 @@ class _Drop:
     def __repr__(self) -> str:
         return "DROP"
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Drop:
+        return self  # one marker, however often a document holding it is copied
+
 
 #: An override value that removes the key (e.g. `model={"architecture": DROP}` for an ONNX target).
 DROP: Any = _Drop()
@@ -150,6 +153,13 @@ def policy_file(
     if isinstance(outputs.get("dir"), str):
         outputs["dir"] = outputs["dir"].replace("{name}", name)
     return write_document(folder / f"{name}.yaml", document)
+
+
+def demo_policy_file(folder: Path, name: str, **sections: Any) -> Path:
+    """Write `<folder>/<name>.yaml`: the demo's state-dict policy (policy-state-dict.yaml, as
+    `mia-audit demo` writes it, its name kept) with `sections` replaced whole."""
+    document = yaml.safe_load((folder / "policy-state-dict.yaml").read_text(encoding="utf-8"))
+    return write_document(folder / f"{name}.yaml", document | sections)
 
 
 def without_keys(value: Any, keys: Collection[str]) -> Any:

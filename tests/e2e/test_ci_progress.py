@@ -14,18 +14,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import CI_LIMIT_SECONDS, CONSOLE_SCRIPT, PROGRESS_LINE
+from tests.conftest import CI_LIMIT_SECONDS, CONSOLE_SCRIPT, PROGRESS_LINE, demo_policy_file
 
 # --- the console script, stderr to a pipe -------------------------------------------------------
 
 
+#: The demo's runtime, on the CPU.
+RUNTIME = {"device": "cpu", "seed": 0, "cache_dir": ".mia-cache"}
+
+
 def write_policy(folder: Path, name: str, **changes: object) -> Path:
-    document = yaml.safe_load((folder / "policy-state-dict.yaml").read_text())
-    document |= {"gate": {"max_auc": 0.99}, **changes}
-    document["runtime"]["device"] = "cpu"
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
+    """The demo's state-dict policy with a lenient gate, on the CPU, and `changes`."""
+    sections = {"gate": {"max_auc": 0.99}, **changes, "runtime": RUNTIME}
+    return demo_policy_file(folder, name, **sections)
 
 
 @pytest.fixture(scope="module")

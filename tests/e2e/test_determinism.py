@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from tests.conftest import DigitsTarget, RunCli
+from tests.conftest import DigitsTarget, RunCli, without_keys
 
 #: Keys whose values legitimately differ between two runs of one policy.
 VARYING_KEYS = frozenset({"seconds", "timings", "path", "evaluated_on"})
@@ -50,20 +49,6 @@ POLICY = {
 }
 
 
-def without_varying(value: Any) -> Any:
-    """`value` with every VARYING_KEYS entry dropped, at any depth."""
-    if isinstance(value, dict):
-        return {k: without_varying(v) for k, v in value.items() if k not in VARYING_KEYS}
-    if isinstance(value, list):
-        return [without_varying(v) for v in value]
-    return value
-
-
-def test_without_varying_drops_only_those_keys() -> None:
-    document = {"a": 1, "seconds": 2, "b": [{"path": "x", "c": {"timings": {}, "d": 3}}]}
-    assert without_varying(document) == {"a": 1, "b": [{"c": {"d": 3}}]}
-
-
 def test_two_runs_from_scratch_write_the_same_result(
     digits_target: DigitsTarget,
     tmp_path: Path,
@@ -81,7 +66,7 @@ def test_two_runs_from_scratch_write_the_same_result(
         assert (folder / ".mia-cache").is_dir()  # it cached logits, which the next run lacks
         shutil.rmtree(folder / ".mia-cache")
         results.append(json.loads((folder / f"report-{run}" / "result.json").read_text()))
-    first, second = (without_varying(result) for result in results)
+    first, second = (without_keys(result, VARYING_KEYS) for result in results)
     for key in first:  # one key at a time, for a readable failure
         assert first[key] == second[key], key
     assert first == second

@@ -13,20 +13,17 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import RunCli
+from tests.conftest import RunCli, demo_policy_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_policy(folder: Path, name: str, **changes: Any) -> Path:
-    """policy-state-dict.yaml (target.pt, resnet18) with sections replaced."""
-    document = yaml.safe_load((folder / "policy-state-dict.yaml").read_text())
-    document |= {"attacks": ["loss"], "gate": {"max_auc": 0.99}, **changes}
-    document["runtime"] = {"device": "cpu", **changes.get("runtime", {})}
-    document["outputs"] = {"dir": f"report-{name}"}
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
+    """The demo's state-dict policy (target.pt, resnet18) with the loss attack, a lenient gate,
+    the CPU, reports in report-<name>, and `changes` (sections replaced; runtime keys added)."""
+    runtime = {"device": "cpu", **changes.get("runtime", {})}
+    sections = {"attacks": ["loss"], "gate": {"max_auc": 0.99}, **changes, "runtime": runtime}
+    return demo_policy_file(folder, name, **sections, outputs={"dir": f"report-{name}"})
 
 
 def error_lines(stderr: str) -> list[str]:
