@@ -3,10 +3,11 @@
 Every run audits the overfit digits target (100 members, 100 non-members: less work than a real
 audit, since these tests compare executors, not verdicts) with LiRA (offline) and RMIA on 4
 reference models of a small CNN (a `module:function` factory in the policy's folder, so that
-each model trains in a second or two) drawn from a 200-sample population. A local run is the reference. A Ray instance the run starts itself
-(`address: local`) gives the same `result.json` attacks (bit for bit: its tasks train with as
-many torch threads as the local run), and the cache is shared both ways: models trained on Ray
-are reused by a local run, and models trained locally by a Ray run.
+each model trains in a second or two) drawn from a 200-sample population. A local run is the
+reference. A Ray instance the run starts itself (`address: local`) gives the same `result.json`
+attacks (bit for bit: its tasks train with as many torch threads as the local run), and the
+cache is shared both ways: models trained on Ray are reused by a local run, and models trained
+locally by a Ray run.
 
 A two-node cluster on this machine (`ray.cluster_utils.Cluster`, started by this module) is then
 the cluster the runs connect to: a worker process killed mid-task is retried and the run gives
