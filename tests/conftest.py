@@ -22,8 +22,15 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from hypothesis import settings
 
 from mia_audit.demo import DemoOptions, prepare_demo
+
+#: No hypothesis example has a deadline: on a loaded machine an example may take seconds, and a
+#: slow machine must make the suite slower, never red (tests that set their own settings say
+#: deadline=None too).
+settings.register_profile("no-deadline", deadline=None)
+settings.load_profile("no-deadline")
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("mia-audit")
 #: The longest any subprocess is waited for: CI's job limit (90 min). No wait in these tests is
