@@ -26,7 +26,7 @@ def misspelt_recipe_key(document: dict[str, Any]) -> None:
 
 
 #: The cases whose policy itself is wrong (not a file it names): the committed JSON Schema
-#: must refuse each of them too (tests/test_schema.py applies them to the example policies).
+#: must refuse each of them too (tests/unit/test_schema.py applies them to the example policies).
 POLICY_MISTAKES: dict[str, Callable[[dict[str, Any]], None]] = {
     "unknown-key": misspelt_key,
     "wrong-type": seed_not_a_number,

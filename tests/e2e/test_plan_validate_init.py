@@ -266,7 +266,7 @@ def test_render_names_the_kind_of_file_it_got(folder: Path, run_cli: RunCli) -> 
 def test_validate_names_the_file_whose_image_shape_differs(folder: Path, run_cli: RunCli) -> None:
     """The members file is the odd one for a model with a fixed input size: validate (and run)
     name it, not the non-members file read after it. (A model that runs on both sizes with two
-    files has no odd one: the members' shape decides, tests/test_bad_inputs.py.)"""
+    files has no odd one: the members' shape decides, tests/e2e/test_bad_inputs.py.)"""
     import numpy as np
 
     with np.load(folder / "members.npz") as members:
