@@ -28,9 +28,12 @@ test: lint
 test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest tests/unit
 
+# mkdocs builds docs/ into site/ and fails on a broken link or anchor (not with -q: quiet hides
+# the warnings --strict counts).
 lint: $(BIN)/.installed
 	$(BIN)/ruff check mia_audit tests bench
-	$(BIN)/mypy mia_audit
+	$(BIN)/mypy mia_audit bench
+	$(BIN)/mkdocs build --strict
 
 schema: $(BIN)/.installed
 	$(BIN)/mia-audit schema > policies/policy.schema.json
@@ -39,4 +42,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/inference.py
 
 clean:
-	rm -rf $(VENV) mia-demo .mia-cache build dist
+	rm -rf $(VENV) mia-demo .mia-cache build dist site

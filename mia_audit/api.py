@@ -15,7 +15,7 @@
 
 The same pipeline as `mia-audit run` (`mia_audit.pipeline.run.audit`) and the same figures for
 the same inputs. Every section of a policy can be given as a Python value, validated exactly as
-the YAML form (README, Use), and the same preconditions apply; errors are the tool's own
+the YAML form (docs/policy.md), and the same preconditions apply; errors are the tool's own
 exceptions (`mia_audit.errors`), each with the exit code the CLI would return.
 """
 

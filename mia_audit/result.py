@@ -1,4 +1,4 @@
-"""The result of an audit: the versioned schema of result.json (README, Reports).
+"""The result of an audit: the versioned schema of result.json (docs/reports.md).
 
 Reports in every format render from this one object, so `mia-audit render result.json`
 reproduces them without re-running attacks.
@@ -53,7 +53,7 @@ class TargetInfo(ResultModel):
     outputs: str = Field(
         "logits",
         description="What the attacks read: logits, probabilities (as log-probabilities) or "
-        "labels (README, Model outputs).",
+        "labels (docs/model-outputs.md).",
     )
     outputs_detected: str | None = Field(
         None, description="What the probe batch showed (model.outputs: auto audits as that)."
@@ -96,7 +96,8 @@ class ReferenceSetFit(ResultModel):
 
 
 class ReferenceFit(ResultModel):
-    """How closely the reference models reproduce the target's fit (README: Reference models).
+    """How closely the reference models reproduce the target's fit (docs/attacks.md, Reference
+    models).
 
     `reproduces_target` is False when the mean training accuracy of the (distinct) reference
     models is more than `max_shortfall` below the target's accuracy on its members.

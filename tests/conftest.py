@@ -37,13 +37,16 @@ CONSOLE_SCRIPT = Path(sys.executable).with_name("mia-audit")
 #: shorter, so a slow or loaded machine makes the suite slower, never red; a hung process still
 #: ends the test rather than the job.
 CI_LIMIT_SECONDS = 90 * 60
-#: The checkout: README.md, policies/, action.yml.
-REPO = Path(__file__).resolve().parents[1]
 #: The report files of the formats json, html, markdown and junit.
 REPORTS = ["junit.xml", "report.html", "result.json", "summary.md"]
 
+#: What a user reads: README.md and the reference pages under docs/ (built by mkdocs). Tests that
+#: hold the documentation to the code read all of them, whichever page a section is on.
+REPOSITORY = Path(__file__).resolve().parents[1]
+USER_DOCS = (REPOSITORY / "README.md", *sorted((REPOSITORY / "docs").glob("*.md")))
+
 #: A progress line: stderr is a pipe in these tests, as in CI, so stages print
-#: `[hh:mm:ss] stage: ...` lines there (README, Use).
+#: `[hh:mm:ss] stage: ...` lines there (docs/commands.md).
 PROGRESS_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
 
 

@@ -1,4 +1,4 @@
-"""report.html: one self-contained page a person reads in a minute (README, Reports).
+"""report.html: one self-contained page a person reads in a minute (docs/reports.md).
 
 No network, no JavaScript: CSS is inline, plots are inline SVG drawn by matplotlib (see
 `plots`). The Jinja2 template (templates/report.html.j2) escapes every value (autoescape on);

@@ -1,4 +1,4 @@
-"""summary.md: a short Markdown summary for `$GITHUB_STEP_SUMMARY` (README, Reports).
+"""summary.md: a short Markdown summary for `$GITHUB_STEP_SUMMARY` (docs/reports.md).
 
 Plain string building, no templates. Every string that comes from the user (policy name, attack
 ids, paths, notes) goes through `escape` so it can neither break a table nor inject HTML. The

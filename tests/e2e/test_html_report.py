@@ -24,15 +24,15 @@ from mia_audit.result import AttackResult, Result
 from tests.conftest import (
     BASE_POLICY,
     CI_LIMIT_SECONDS,
+    REPOSITORY,
     RunCli,
     merged_policy,
     write_document,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 POLICY_NAME = "digits-html-report"
 HOSTILE = "<script>alert(1)</script>"
-#: Sections in the order a reader meets them (README, Reports).
+#: Sections in the order a reader meets them (docs/reports.md).
 SECTIONS = [
     "verdict",
     "gate",
@@ -254,7 +254,7 @@ def test_dollar_signs_in_attack_ids_are_not_mathtext(result: Result) -> None:
 
 def test_wheel_ships_the_templates(tmp_path: Path) -> None:
     """Built without isolation when hatchling is installed (dev extras), so no network is used."""
-    command = [sys.executable, "-m", "build", "--wheel", "-o", str(tmp_path), str(REPO)]
+    command = [sys.executable, "-m", "build", "--wheel", "-o", str(tmp_path), str(REPOSITORY)]
     try:
         import hatchling  # noqa: F401
     except ImportError:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mia_audit.cli import action
-from tests.conftest import REPO
+from tests.conftest import REPOSITORY, USER_DOCS
 from tests.github_runner import parse_outputs
 
 
@@ -56,7 +56,7 @@ def test_annotation_escapes_workflow_command_characters() -> None:
 
 @pytest.fixture(scope="module")
 def action_yml() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((REPO / "action.yml").read_text())
+    loaded: dict[str, Any] = yaml.safe_load((REPOSITORY / "action.yml").read_text())
     return loaded
 
 
@@ -94,18 +94,18 @@ def test_action_yml_scripts_take_inputs_only_from_env(action_yml: dict[str, Any]
     assert any(step.get("uses", "").startswith("actions/setup-python@") for step in steps)
 
 
-def test_readme_workflow_is_complete() -> None:
-    readme = (REPO / "README.md").read_text()
-    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+def test_documented_workflow_is_complete() -> None:
+    text = "\n".join(path.read_text() for path in USER_DOCS)
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
     workflows = [yaml.safe_load(b) for b in blocks if "jobs:" in b]
-    assert workflows, "README has no example workflow"
+    assert workflows, "the docs have no example workflow"
     steps = next(iter(workflows[0]["jobs"].values()))["steps"]
     audit = next(step for step in steps if step.get("id") == "audit")
     # The action caches runtime.cache_dir itself; a CPU runner installs the CPU torch wheels.
     assert audit["uses"].endswith("/mia-audit@v0.1.0")
     assert audit["with"]["torch-index-url"] == "https://download.pytorch.org/whl/cpu"
     with_inputs = set(audit["with"]) | {"baseline"}  # the baseline line is a comment there
-    assert with_inputs <= set(yaml.safe_load((REPO / "action.yml").read_text())["inputs"])
+    assert with_inputs <= set(yaml.safe_load((REPOSITORY / "action.yml").read_text())["inputs"])
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert upload["with"]["archive"] is False
     assert upload["with"]["path"] == "${{ steps.audit.outputs.report-html }}"
@@ -124,5 +124,3 @@ def test_floor_inputs_become_options() -> None:
     assert command[command.index("--floor-max-auc") + 1] == "0.6"
     floors = [command[i + 1] for i, arg in enumerate(command) if arg == "--floor-max-tpr-at-fpr"]
     assert floors == ["0.05:0.1", "0.01:0.02"]
-
-
