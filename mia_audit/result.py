@@ -309,6 +309,18 @@ class Environment(ResultModel):
     versions: dict[str, str]
 
 
+class FloorInfo(ResultModel):
+    """The workflow's floor the policy was checked against (docs/floor.md)."""
+
+    source: str = Field(description="The floor file, or the command-line options that built it.")
+    path: str | None = Field(None, description="The floor file (None for options alone).")
+    sha256: str = Field(
+        description="sha256 of the floor file (of the floor's canonical JSON when options "
+        "built or tightened it)."
+    )
+    enforced: list[str] = Field(description="What the floor required, one line per section.")
+
+
 class Result(ResultModel):
     schema_version: int = SCHEMA_VERSION
     tool: ToolInfo
@@ -333,6 +345,9 @@ class Result(ResultModel):
     notes: list[str] = Field([], description="What the run noted beside the data (data.notes).")
     references: ReferenceFit | None = Field(
         None, description="Reference models' fit beside the target's (reference attacks only)."
+    )
+    floor: FloorInfo | None = Field(
+        None, description="The floor the policy had to meet (`--floor`, `--floor-max-*`)."
     )
 
     def attack(self, attack_id: str) -> AttackResult:

@@ -364,12 +364,24 @@ def factory_lines(result: Result) -> list[str]:
     return [*lines, ""]
 
 
+def floor_lines(result: Result) -> list[str]:
+    """The floor the policy met: never cut, so a reader sees what the gate could not skip."""
+    floor = result.floor
+    if floor is None:
+        return []
+    where = escape(floor.path or floor.source)
+    lines = [f"**Floor:** {where}, sha256 {escape(floor.sha256)}; the policy met:", ""]
+    lines += [f"- {escape(line)}" for line in floor.enforced]
+    return [*lines, ""]
+
+
 @register_format("markdown", "summary.md")
 def render_markdown(result: Result) -> bytes:
     body = [
         *verdict_lines(result),
         "",
         *factory_lines(result),
+        *floor_lines(result),
         *conditions_lines(result),
         "",
         *attacks_lines(result),
