@@ -21,13 +21,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from mia_audit.api import AuditResult, audit, audit_policy
+    from mia_audit.api import audit, audit_policy
+    from mia_audit.pipeline.outcome import AuditResult
     from mia_audit.result import AttackResult, Result
 
 _EXPORTS = {
     "audit": "mia_audit.api",
     "audit_policy": "mia_audit.api",
-    "AuditResult": "mia_audit.api",
+    "AuditResult": "mia_audit.pipeline.outcome",
     "Result": "mia_audit.result",
     "AttackResult": "mia_audit.result",
 }

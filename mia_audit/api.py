@@ -21,10 +21,8 @@ exceptions (`mia_audit.errors`), each with the exit code the CLI would return.
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,11 +35,12 @@ from mia_audit.gate.evaluate import utc_today
 from mia_audit.models.loading import LoadedModel, load_target
 from mia_audit.models.settings import ModelSpec
 from mia_audit.pipeline.inputs import AuditInputs, LoadedSets
-from mia_audit.pipeline.run import AuditOutcome, inputs_from_policy
+from mia_audit.pipeline.outcome import AuditResult
 from mia_audit.pipeline.run import audit as run_pipeline
+from mia_audit.pipeline.run import inputs_from_policy
 from mia_audit.policy.loading import LoadedPolicy, load_policy, parse_policy, with_overrides
 from mia_audit.progress import Progress
-from mia_audit.result import AttackResult, DataSource, PolicyInfo, Result
+from mia_audit.result import DataSource, PolicyInfo
 from mia_audit.store.hashing import arrays_sha256, json_sha256
 
 if TYPE_CHECKING:
@@ -54,62 +53,6 @@ if TYPE_CHECKING:
 Samples = tuple[Any, Any] | tuple[Any, Any, Any]
 #: What `audit` runs without an `attacks` argument: every attack that needs only the target.
 DEFAULT_ATTACKS = ("loss", "confidence", "entropy", "modified_entropy", "logit_margin")
-
-
-@dataclass(frozen=True)
-class AuditResult:
-    """An audit's `Result` (what result.json holds) plus the per-sample scores.
-
-    `scores[attack_id][i]` is sample i's membership score (higher: more likely a member);
-    `is_member`, `labels` and `ids` describe the same samples, members first.
-    """
-
-    result: Result
-    scores: Mapping[str, np.ndarray]
-    is_member: np.ndarray
-    labels: np.ndarray
-    ids: np.ndarray
-
-    @property
-    def passed(self) -> bool:
-        return self.result.passed
-
-    @property
-    def exit_code(self) -> int:
-        """What `mia-audit run` would exit with: 0 pass, 1 a gate condition failed."""
-        return self.result.exit_code
-
-    @property
-    def attacks(self) -> list[AttackResult]:
-        return self.result.attacks
-
-    def attack(self, attack_id: str) -> AttackResult:
-        """One attack's figures (AUC, TPR at FPR, CIs, epsilon bound, slices) by its id."""
-        return self.result.attack(attack_id)
-
-    def to_json(self) -> str:
-        return self.result.to_json()
-
-    def to_html(self) -> str:
-        """The self-contained HTML report (what report.html holds)."""
-        from mia_audit.reports import report_format
-
-        return report_format("html").render(self.result).decode("utf-8")
-
-    def write(self, directory: str | os.PathLike[str], formats: Sequence[str] = ()) -> list[Path]:
-        """Write the reports (default: json, html, markdown) into `directory`, as one set."""
-        from mia_audit.reports import render_reports, write_reports
-
-        chosen = list(formats) or ["json", "html", "markdown"]
-        return write_reports(render_reports(self.result, chosen), Path(directory))
-
-    def _repr_html_(self) -> str:
-        """Jupyter shows the report in a sandboxed frame, so its styles stay its own."""
-        page = html.escape(self.to_html(), quote=True)
-        return (
-            f'<iframe srcdoc="{page}" sandbox style="width:100%;height:760px;border:0" '
-            'title="mia-audit report"></iframe>'
-        )
 
 
 def audit(
@@ -169,7 +112,7 @@ def audit(
         load_model=lambda device: _load_model(model, policy.model, device),
         load_sets=lambda: _image_sets(sets),
     )
-    return _outcome(run_pipeline(inputs, progress, clock=_clock(today)))
+    return run_pipeline(inputs, progress, clock=_clock(today))
 
 
 def audit_policy(
@@ -197,23 +140,11 @@ def run_loaded(
 ) -> AuditResult:
     """Run a policy already loaded (and overridden): what the CLI's `run` and `demo` call;
     `floor` is the workflow's floor (docs/floor.md)."""
-    inputs = inputs_from_policy(loaded, floor)
-    return _outcome(run_pipeline(inputs, progress, clock=_clock(today)))
+    return run_pipeline(inputs_from_policy(loaded, floor), progress, clock=_clock(today))
 
 
 def _clock(today: date | None) -> Any:
     return utc_today if today is None else (lambda: today)
-
-
-def _outcome(outcome: AuditOutcome) -> AuditResult:
-    audit_set = outcome.audit_set
-    return AuditResult(
-        result=outcome.result,
-        scores=outcome.scores,
-        is_member=audit_set.is_member,
-        labels=audit_set.labels,
-        ids=audit_set.ids,
-    )
 
 
 def _model_section(

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
+
+
+#: What a gate condition compares with its threshold: the point estimate or the upper bound
+#: of its bootstrap CI.
+Statistic = Literal["point", "upper"]
 
 
 class ResultModel(BaseModel):
@@ -258,7 +263,7 @@ class Condition(ResultModel):
     value: float = Field(description="What is compared with the threshold.")
     threshold: float
     passed: bool = Field(description="Whether value <= threshold (a waiver does not change it).")
-    statistic: str = "point"
+    statistic: Statistic = "point"
     point: float | None = Field(None, description="The deciding attack's point estimate.")
     ci: Interval | None = Field(None, description="The deciding attack's CI of the metric.")
     slice: str | None = Field(None, description="The deciding slice (class_auc: the class).")

@@ -5,7 +5,7 @@ query view. Online, each audit sample is IN for half of the reference models and
 other half, and the score compares the target's φ with both fitted Gaussians; offline, the
 reference models never saw an audit sample and the score is the one-sided test against the OUT
 Gaussian. The math (and where it differs from the public code) is in
-:mod:`mia_audit.scoring.lira`.
+:mod:`mia_audit.attacks.scoring.lira`.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ the target's tempered softmax probability of the true class and Pr its average o
 models. Offline (reference models trained on population only) Pr(x) is the paper's linear
 approximation ½((1+a)·mean_OUT + (1-a)); with ``offline_a: auto`` the value of a is chosen by
 attacking one reference model with the others (no target membership is used). Several queries
-are combined by a majority vote per pair (x, z). The math is in :mod:`mia_audit.scoring.rmia`.
+are combined by a majority vote per pair (x, z). The math is in
+:mod:`mia_audit.attacks.scoring.rmia`.
 """
 
 from __future__ import annotations

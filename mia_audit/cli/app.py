@@ -15,17 +15,21 @@ import signal
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mia_audit._version import __version__
 from mia_audit.errors import EXIT_INCOMPLETE, EXIT_PASS, MiaAuditError
 from mia_audit.reports.text import printable
+
+if TYPE_CHECKING:
+    from mia_audit.policy.schema import Policy
+    from mia_audit.result import Result
 
 app = typer.Typer(
     add_completion=True,
@@ -218,7 +222,6 @@ def run(
     with _guard(verbose) as done:
         from mia_audit.api import run_loaded
         from mia_audit.policy.floor_rules import check_against_floor
-        from mia_audit.reports import render_reports, write_reports
         from mia_audit.reports.terminal import summary_text, verdict_line
 
         floor = _workflow_floor(floor_file, floor_max_auc, floor_max_tpr_at_fpr)
@@ -243,8 +246,7 @@ def run(
             progress.close()
         if floor is not None:
             result.notes.append(_floor_note(floor, floor_max_auc, floor_max_tpr_at_fpr))
-        rendered = render_reports(result, loaded.policy.outputs.formats)
-        written = write_reports(rendered, out_dir, on_complete=done.mark_reports_written)
+        written = _write_reports(result, loaded.policy, on_complete=done.mark_reports_written)
         typer.echo(verdict_line(result) if quiet else summary_text(result, written))
         raise typer.Exit(result.exit_code)
 
@@ -269,6 +271,16 @@ def _floor_note(floor: Any, max_auc: float | None, tpr: list[str] | None) -> str
             "at least as strict"
         )
     return f"{floor.source}, sha256 {floor.sha256[:12]}: the policy is at least as strict"
+
+
+def _write_reports(
+    result: Result, policy: Policy, on_complete: Callable[[], None] | None = None
+) -> list[Path]:
+    """The policy's report formats, rendered in full, then written into outputs.dir as a set."""
+    from mia_audit.reports import render_reports, write_reports
+
+    rendered = render_reports(result, policy.outputs.formats)
+    return write_reports(rendered, policy.outputs.dir, on_complete=on_complete)
 
 
 def _load_with_overrides(
@@ -530,7 +542,7 @@ def plan(
         try:
             inputs = inputs_from_policy(loaded)
             prepared = prepare_run(inputs, progress)
-            planned = plan_run(prepared, inputs.search_path, progress)
+            planned = plan_run(prepared)
         finally:
             progress.close()
         if as_json:
@@ -629,7 +641,6 @@ def demo(
         from mia_audit.cli.console import ConsoleProgress
         from mia_audit.demo import DemoOptions, prepare_demo
         from mia_audit.policy.loading import load_policy
-        from mia_audit.reports import render_reports, write_reports
         from mia_audit.reports.terminal import summary_text
 
         progress = ConsoleProgress(quiet=quiet)
@@ -640,9 +651,7 @@ def demo(
             progress.note(f"reusing the trained demo target in {directory}")
         loaded = load_policy(policy_path)
         result = run_loaded(loaded, progress).result
-        written = write_reports(
-            render_reports(result, loaded.policy.outputs.formats), loaded.policy.outputs.dir
-        )
+        written = _write_reports(result, loaded.policy)
         typer.echo(summary_text(result, written))
         typer.echo(printable(f"mia-audit run {policy_path} would exit {result.exit_code}"))
         raise typer.Exit(EXIT_PASS)

@@ -1,11 +1,11 @@
-"""Uncertainty for the metrics: stratified bootstrap CIs and an empirical epsilon lower bound.
+"""Uncertainty for the metrics: stratified bootstrap CIs (the epsilon bound is `epsilon.py`).
 
 The bootstrap is vectorised: members and non-members are each sorted once by score, a resample
 is a vector of multiplicities (how often each sample was drawn), and AUC and every TPR@FPR
 follow from bincounts, prefix sums and precomputed rank maps between the two sorted orders, in
-exact integer arithmetic. Tied scores are handled exactly as `mia_audit.metrics` does (ties
-count 1/2 for AUC, ROC points only between distinct scores), so a replicate equals the plain
-metric on the materialised resample (see `resample_indices`), bit for bit.
+exact integer arithmetic. Tied scores are handled exactly as `mia_audit.evaluation.metrics`
+does (ties count 1/2 for AUC, ROC points only between distinct scores), so a replicate equals
+the plain metric on the materialised resample (see `resample_indices`), bit for bit.
 
 scipy is imported inside the functions that need it, so importing this module stays cheap.
 """

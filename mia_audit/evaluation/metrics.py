@@ -143,7 +143,7 @@ def auc(labels: ArrayLike, scores: ArrayLike) -> float:
     """Area under the ROC, ties counted 1/2: Mann-Whitney U / (n_pos n_neg); O(n log n).
 
     U is counted exactly in integers and divided once, so the result is the correctly rounded
-    ratio (the bootstrap in `mia_audit.stats` divides its exact 2U the same way).
+    ratio (the bootstrap in `mia_audit.evaluation.bootstrap` divides its exact 2U the same way).
     """
     counts = cumulative_counts(labels, scores)
     n_pos, n_neg = int(counts.tps[-1]), int(counts.fps[-1])

@@ -1,4 +1,5 @@
-"""The gate: compare attack metrics with the policy's limits (pure; no I/O).
+"""The gate: compare attack metrics with the policy's limits (pure, except `gate_baseline`,
+which reads the baseline result file).
 
 Each condition is checked against every attack in its scope and the worst attack decides, so
 adding a stronger attack can only make the gate stricter. `statistic: upper` gates on the upper
@@ -10,7 +11,7 @@ so that tests (and reruns) can pin it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
@@ -37,6 +38,7 @@ from mia_audit.result import (
     AttackResult,
     Condition,
     Interval,
+    Statistic,
 )
 
 #: Baseline deltas are rounded to this many decimals, so that 0.62 - 0.60 counts as 0.02.
@@ -79,7 +81,7 @@ class AttackMetrics:
         assert condition.fpr is not None, condition
         return self.tpr_at_fpr[condition.fpr]
 
-    def value(self, condition: ConditionId, statistic: str) -> float:
+    def value(self, condition: ConditionId, statistic: Statistic) -> float:
         """The point estimate, or for `upper` the CI's upper bound (at least the point)."""
         point = self.point(condition)
         if statistic != "upper":
@@ -192,7 +194,7 @@ def _evaluate_epsilon(
     )
 
 
-def _class_value(row: ClassAuc, statistic: str) -> float:
+def _class_value(row: ClassAuc, statistic: Statistic) -> float:
     if statistic == "upper" and row.ci is not None:
         return max(row.auc, row.ci[1])
     return row.auc
@@ -425,15 +427,22 @@ def unsupported_fpr_message(
     )
 
 
-def _gate_metrics(results: Sequence[AttackResult]) -> dict[str, AttackMetrics]:
-    return {result.id: gate_metrics(result) for result in results}
+def gate_metrics_by_attack(
+    results: Sequence[AttackResult], gate: GateSpec
+) -> dict[str, AttackMetrics]:
+    """What the gate reads of every attack, by attack id."""
+    fprs = gate_fprs(gate)
+    return {result.id: gate_metrics(result, fprs) for result in results}
 
 
-def gate_metrics(result: AttackResult) -> AttackMetrics:
-    """What the gate reads of one attack: point estimates, CIs, epsilon, class slices."""
+def gate_metrics(result: AttackResult, fprs: Iterable[float] = ()) -> AttackMetrics:
+    """What the gate reads of one attack: point estimates, CIs, epsilon, class slices, and
+    the TPR at each of `fprs` (the gate's; result.json keys them by `fpr_key`)."""
+    tprs = {fpr: fpr_key(fpr) for fpr in fprs}
     ci = {
-        ConditionId("tpr_at_fpr", float(key)): interval
-        for key, interval in result.tpr_at_fpr_ci.items()
+        ConditionId("tpr_at_fpr", fpr): result.tpr_at_fpr_ci[key]
+        for fpr, key in tprs.items()
+        if key in result.tpr_at_fpr_ci
     }
     if result.auc_ci is not None:
         ci[ConditionId("auc")] = result.auc_ci
@@ -454,7 +463,7 @@ def gate_metrics(result: AttackResult) -> AttackMetrics:
     return AttackMetrics(
         auc=result.auc,
         advantage=result.advantage,
-        tpr_at_fpr={float(key): value for key, value in result.tpr_at_fpr.items()},
+        tpr_at_fpr={fpr: result.tpr_at_fpr[key] for fpr, key in tprs.items()},
         ci=ci,
         epsilon=None if epsilon is None else epsilon.value,
         classes=classes,

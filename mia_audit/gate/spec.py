@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from mia_audit.evaluation.metrics import fpr_key
+from mia_audit.result import Statistic
 from mia_audit.settings import JsonSchema, JsonShorthand, PolicyPath, StrictModel
 
 
@@ -36,7 +37,7 @@ class MetricLimit(StrictModel):
     """A metric that must stay at or below `max` for every attack in scope."""
 
     max: float = Field(ge=0, le=1)
-    statistic: Literal["point", "upper"] = Field(
+    statistic: Statistic = Field(
         "point", description="Gate on the point estimate or the upper confidence bound."
     )
     attacks: tuple[str, ...] | None = Field(None, description="Attack ids in scope (default all).")

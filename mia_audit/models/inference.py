@@ -18,6 +18,7 @@ from mia_audit.errors import AuditError, InputError, ModelError
 from mia_audit.models import spot_check
 from mia_audit.models.classifier import Classifier, OutOfMemory, TorchClassifier, at_precision
 from mia_audit.models.device import release_cuda_memory
+from mia_audit.models.engine import EngineKey
 from mia_audit.progress import Advance, Notify
 from mia_audit.store.cache import ContentStore, entry_key
 
@@ -193,7 +194,7 @@ class LogitsRequest:
     model_sha256: str
     data_sha256: str
     preprocess: Preprocessor
-    engine: str
+    engine: EngineKey
 
     def key_parts(self, view: View) -> dict[str, Any]:
         return {
@@ -201,7 +202,7 @@ class LogitsRequest:
             "data": self.data_sha256,
             "preprocess": self.preprocess.cache_key(),
             "view": view.key,
-            "engine": self.engine,
+            "engine": str(self.engine),
             "version": INFERENCE_VERSION,
         }
 
@@ -283,7 +284,7 @@ def _unusable(
     )
     # Logits computed elsewhere (a cluster's GPU) may be checked on another device here: the
     # looser of the two engines' tolerances applies.
-    here = f"torch:{classifier.device}:fp32"
+    here = EngineKey("torch", classifier.device)
     tolerance = max(
         spot_check.relative_tolerance(request.engine), spot_check.relative_tolerance(here)
     )

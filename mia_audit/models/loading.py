@@ -22,6 +22,7 @@ from mia_audit.models.classifier import (
     TorchClassifier,
     onnx_classifier,
 )
+from mia_audit.models.engine import EngineKey
 from mia_audit.store.hashing import file_sha256
 
 if TYPE_CHECKING:
@@ -44,11 +45,11 @@ class LoadedModel:
     precision: str = "fp32"
 
     @property
-    def engine_key(self) -> str:
+    def engine_key(self) -> EngineKey:
         """Engine, device and precision: all three change the logits (part of cache keys)."""
         classifier = self.classifier
         autocast = AUTOCAST_DTYPES[self.precision] or "fp32"
-        return f"{classifier.engine}:{classifier.device}:{autocast}"
+        return EngineKey(classifier.engine, classifier.device, autocast)
 
 
 def load_target(spec: ModelSpec, device: str, search_path: Path | None = None) -> LoadedModel:
@@ -90,12 +91,12 @@ def _torch_module(
 ) -> nn.Module:
     if model_format == "torchscript":
         return _load_torchscript(path)
-    content = _torch_load(path, spec.allow_pickle)
+    content = torch_load(path, spec.allow_pickle)
     from torch import nn
 
     if isinstance(content, nn.Module):
         return content
-    state_dict = _find_state_dict(content, path)
+    state_dict = find_state_dict(content, path)
     return _module_from_state_dict(state_dict, spec, search_path)
 
 
@@ -118,7 +119,7 @@ def _load_torchscript(path: Path) -> nn.Module:
     return module
 
 
-def _torch_load(path: Path, allow_pickle: bool) -> Any:
+def torch_load(path: Path, allow_pickle: bool) -> Any:
     import torch
 
     try:
@@ -161,7 +162,7 @@ def _line(error: BaseException) -> str:
     return line
 
 
-def _find_state_dict(content: Any, path: Path) -> Mapping[str, Any]:
+def find_state_dict(content: Any, path: Path) -> Mapping[str, Any]:
     """A state dict, or a training checkpoint holding one under a usual key."""
     import torch
 

@@ -1,9 +1,9 @@
 """Spot checks of cached logits: a random sample of rows, recomputed with the real model.
 
-An integrity record (`mia_audit.cache`) proves that an entry is what its writer wrote, not that
-the writer wrote the model's outputs: a cache restored from an untrusted writer could hold the
-target's logits shuffled within each class, under a consistent record, and turn a leaking
-model's FAIL into a PASS. So whenever logits come from the cache, a sample of their rows is
+An integrity record (`mia_audit.store.cache`) proves that an entry is what its writer wrote,
+not that the writer wrote the model's outputs: a cache restored from an untrusted writer could
+hold the target's logits shuffled within each class, under a consistent record, and turn a
+leaking model's FAIL into a PASS. So whenever logits come from the cache, a sample of their rows is
 recomputed with the model (every cached view) and compared with the cached rows; an entry that
 disagrees anywhere beyond the engine's tolerance is refused and recomputed whole.
 
@@ -13,7 +13,7 @@ compares: an honest cache gives bit for bit the result it gave before. What a sa
 promise (an entry with only a handful of rows altered can pass one run's check) is stated in
 docs/security.md.
 
-This module is pure (sampling, tolerances, comparison); `mia_audit.inference` runs the model.
+This module is pure (sampling, tolerances, comparison); `mia_audit.models.inference` runs the model.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import secrets
 import numpy as np
 
 from mia_audit.attacks.queries import IDENTITY, View
+from mia_audit.models.engine import EngineKey
 
 #: Rows of the target's cached logits recomputed per run (on the audit set, on the population).
 TARGET_ROWS = 128
@@ -44,12 +45,11 @@ def secret_rows(n: int, count: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(n, count), replace=False))
 
 
-def relative_tolerance(engine: str) -> float:
-    """The tolerance for logits of an engine key ``engine:device:precision``."""
-    precision = engine.rsplit(":", 1)[-1]
-    if precision not in ("fp32", ""):
+def relative_tolerance(engine: EngineKey) -> float:
+    """The tolerance for logits computed by this engine, device and precision."""
+    if engine.half:
         return HALF_TOLERANCE
-    return GPU_FP32_TOLERANCE if ":cuda" in engine else CPU_FP32_TOLERANCE
+    return GPU_FP32_TOLERANCE if engine.on_gpu else CPU_FP32_TOLERANCE
 
 
 def view_label(view: View) -> str:

@@ -34,6 +34,18 @@ from mia_audit.result import (
 )
 
 
+def evaluation_settings(policy: Policy) -> EvaluationSettings:
+    """How every attack's scores become figures: the FPRs reported, the statistics, the seed
+    and the operating point (the gate's smallest FPR). Run and plan alike."""
+    fprs = gate_fprs(policy.gate)
+    return EvaluationSettings(
+        fprs=evaluation.report_fprs(fprs),
+        statistics=policy.statistics,
+        seed=policy.runtime.seed,
+        operating_fpr=min(fprs, default=None),
+    )
+
+
 def run_attacks(
     attacks: Sequence[Attack[Any]],
     context: AttackContext,
@@ -43,12 +55,7 @@ def run_attacks(
     timer: Timer,
 ) -> tuple[list[AttackResult], dict[str, np.ndarray]]:
     """Every attack's result, and its per-sample scores by attack id."""
-    settings = EvaluationSettings(
-        fprs=evaluation.report_fprs(gate_fprs(policy.gate)),
-        statistics=policy.statistics,
-        seed=policy.runtime.seed,
-        operating_fpr=min(gate_fprs(policy.gate), default=None),
-    )
+    settings = evaluation_settings(policy)
     samples = _samples(context, audit_set)
     results = []
     scores_by_attack: dict[str, np.ndarray] = {}

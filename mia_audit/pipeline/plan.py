@@ -27,10 +27,9 @@ from mia_audit.attacks.config import AttackConfig
 from mia_audit.attacks.queries import IDENTITY, View
 from mia_audit.attacks.reference_base import ReferenceAttack, ReferenceAttackConfig
 from mia_audit.errors import PolicyError
-from mia_audit.models.inference import LogitsRequest, run_batch
+from mia_audit.models.inference import run_batch
 from mia_audit.pipeline.prepare import PreparedRun
-from mia_audit.pipeline.target import _audit_images_sha256, views_needed
-from mia_audit.progress import Progress, SilentProgress
+from mia_audit.pipeline.target import target_logits_request, views_needed
 from mia_audit.reports.text import plural
 from mia_audit.store.cache import entry_key, logits_store
 
@@ -140,18 +139,14 @@ class RunPlan:
         }
 
 
-def plan_run(
-    prepared: PreparedRun,
-    search_path: Path | None,
-    progress: Progress | None = None,
-) -> RunPlan:
+def plan_run(prepared: PreparedRun) -> RunPlan:
     """Count the run's work and measure throughput on its device; trains no model."""
-    progress = progress or SilentProgress()
+    progress = prepared.progress
     policy, audit_set = prepared.policy, prepared.data.audit_set
     views = views_needed(prepared.attacks)
     cached_views = _cached_target_views(prepared, views)
     n_audit = len(audit_set.labels)
-    references = _reference_models(prepared, search_path, progress)
+    references = _reference_models(prepared)
     survey = None
     population_views: tuple[View, ...] = ()
     if references is not None:
@@ -217,35 +212,17 @@ def _attack_text(config: AttackConfig) -> str:
 def _cached_target_views(prepared: PreparedRun, views: Sequence[View]) -> int:
     """Views of the target's logits on the audit set the cache holds (by file)."""
     store = logits_store(prepared.policy.runtime.cache_dir)
-    request = LogitsRequest(
-        model_sha256=prepared.model.sha256,
-        data_sha256=_audit_images_sha256(prepared.data.audit_set),
-        preprocess=prepared.preprocess,
-        engine=prepared.model.engine_key,
-    )
+    request = target_logits_request(prepared.model, prepared.data.audit_set, prepared.preprocess)
     return sum(entry_key("logits", request.key_parts(view)) in store for view in views)
 
 
-def _reference_models(
-    prepared: PreparedRun, search_path: Path | None, progress: Progress
-) -> ReferenceModels | None:
+def _reference_models(prepared: PreparedRun) -> ReferenceModels | None:
     """The run's reference-model provider (nothing trained), when an attack needs one."""
     if not prepared.policy.reference_attacks:
         return None
     from mia_audit.pipeline.references import reference_provider
 
-    return reference_provider(
-        prepared.policy,
-        search_path,
-        prepared.data,
-        prepared.model,
-        prepared.num_classes,
-        prepared.preprocess,
-        prepared.device,
-        progress,
-        executor=False,
-        output_kind=prepared.outputs.kind,
-    )
+    return reference_provider(prepared, executor=False)
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -299,14 +276,8 @@ def _measure_reference(
 def _measure_statistics(prepared: PreparedRun) -> float:
     """Seconds the statistics of one attack take on the audit set (measured on a subsample of
     random scores, scaled by its size)."""
-    from mia_audit.evaluation import breakdowns
-    from mia_audit.evaluation.evaluate import (
-        AttackIdentity,
-        AuditSamples,
-        EvaluationSettings,
-        evaluate_attack,
-    )
-    from mia_audit.gate.evaluate import gate_fprs
+    from mia_audit.evaluation.evaluate import AttackIdentity, AuditSamples, evaluate_attack
+    from mia_audit.pipeline.attacks import evaluation_settings
 
     audit_set, policy = prepared.data.audit_set, prepared.policy
     n = len(audit_set.labels)
@@ -318,11 +289,7 @@ def _measure_statistics(prepared: PreparedRun) -> float:
         ids=audit_set.ids[rows],
         correct=rng.random(len(rows)) < 0.5,
     )
-    settings = EvaluationSettings(
-        fprs=breakdowns.report_fprs(gate_fprs(policy.gate)),
-        statistics=policy.statistics,
-        seed=policy.runtime.seed,
-    )
+    settings = evaluation_settings(policy)
     start = time.perf_counter()
     evaluate_attack(AttackIdentity("probe", "probe"), rng.random(len(rows)), samples, settings, 0.0)
     return (time.perf_counter() - start) * n / len(rows)

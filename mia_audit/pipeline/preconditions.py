@@ -10,7 +10,7 @@ docs/preconditions.md lists them with their messages.
   audit measures a different model than the one that ships).
 * Members and non-members are not swapped: members not classified significantly worse than
   non-members, and no attack scoring members significantly below non-members.
-* Every gate condition has the samples to mean something (`mia_audit.sample_size`).
+* Every gate condition has the samples to mean something (`mia_audit.evaluation.sample_size`).
 * Waivers expire within MAX_WAIVER_DAYS.
 """
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,17 +36,26 @@ from mia_audit.pipeline.inputs import (
     check_population,
     population_requirement,
 )
-from mia_audit.pipeline.target import _check_model, _naming_model, preprocessor
+from mia_audit.pipeline.target import check_model, naming_model, preprocessor
+from mia_audit.policy.floor_file import Floor
 from mia_audit.policy.floor_rules import check_against_floor, check_audit_size, check_output_kind
 from mia_audit.policy.schema import Policy
 from mia_audit.progress import Progress, SilentProgress
+from mia_audit.result import PolicyInfo
 
 
 @dataclass(frozen=True)
 class PreparedRun:
-    """A run up to its first scored image: every input loaded and checked."""
+    """A run up to its first scored image, every input loaded and checked: the one value the
+    rest of the run (inference, reference models, attacks, the plan) reads its inputs from."""
 
     policy: Policy
+    #: Where the policy came from (result.json's `policy`).
+    origin: PolicyInfo
+    #: Where `module:function` factories are looked up.
+    search_path: Path | None
+    #: Hears the stages and notes of the rest of the run.
+    progress: Progress
     attacks: tuple[Attack[Any], ...]
     baseline: Baseline | None
     today: date
@@ -61,6 +71,8 @@ class PreparedRun:
     notes: tuple[str, ...]
     #: Seconds spent loading the data and the model.
     load_seconds: float = 0.0
+    #: The workflow's floor (docs/floor.md), when the run has one.
+    floor: Floor | None = None
 
 
 def prepare_run(
@@ -103,13 +115,17 @@ def prepare_run(
     notes = _checked_sizes(policy, audit_set)
     for note in notes:
         progress.note(note)
-    with _naming_model(policy):
-        num_classes, model, outputs = _check_model(model, data, policy, preprocess)
+    with naming_model(policy):
+        num_classes, model, outputs = check_model(model, data, policy, preprocess)
     check_output_kind(inputs.floor, outputs.declared, outputs.detected)
     check_attack_outputs(attacks, outputs.kind, _kind_source(outputs.declared))
     progress.note(outputs.note)
     return PreparedRun(
         policy=policy,
+        origin=inputs.origin,
+        floor=inputs.floor,
+        search_path=inputs.search_path,
+        progress=progress,
         attacks=attacks,
         baseline=baseline,
         today=today,

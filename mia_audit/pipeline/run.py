@@ -9,30 +9,24 @@ with every attack's per-sample scores. The callers decide what to print and wher
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date
-from typing import Any
-
-import numpy as np
 
 from mia_audit._version import __version__
-from mia_audit.attacks.base import AttackContext
+from mia_audit.attacks.base import AttackContext, ViewLogits
 from mia_audit.attacks.reference_base import ReferenceAttack
-from mia_audit.data.audit import AuditSet
 from mia_audit.environment import describe_environment
 from mia_audit.errors import (
     EXIT_GATE_FAILED,
     EXIT_PASS,
 )
 from mia_audit.gate.evaluate import (
-    _gate_metrics,
     evaluate_gate,
+    gate_metrics_by_attack,
     gate_passed,
     utc_today,
 )
 from mia_audit.models.architectures import describe_factories
-from mia_audit.models.inference import Preprocessor
-from mia_audit.models.loading import LoadedModel, load_target
+from mia_audit.models.loading import load_target
 from mia_audit.models.oracle import ClassifierOracle
 from mia_audit.pipeline import preconditions
 from mia_audit.pipeline.attacks import run_attacks
@@ -41,16 +35,17 @@ from mia_audit.pipeline.inputs import (
     AuditInputs,
     load_data_files,
 )
+from mia_audit.pipeline.outcome import AuditResult
 from mia_audit.pipeline.plan import check_max_minutes, plan_run
 from mia_audit.pipeline.prepare import PreparedRun, prepare_run
 from mia_audit.pipeline.references import prepare_references
 from mia_audit.pipeline.target import (
-    _naming_model,
-    _target_fit,
-    _target_info,
-    _target_logits,
     attack_view,
+    naming_model,
     target_accuracy,
+    target_fit,
+    target_info,
+    target_logits,
 )
 from mia_audit.pipeline.tracking import Timer, TrustNotes
 from mia_audit.policy.floor_file import Floor
@@ -59,23 +54,16 @@ from mia_audit.policy.loading import LoadedPolicy
 from mia_audit.policy.schema import Policy
 from mia_audit.progress import Progress, SilentProgress
 from mia_audit.references.fit import assess_reference_fit
+from mia_audit.references.provider import ReferenceModels
 from mia_audit.result import (
+    AttackResult,
     DataInfo,
     GateResult,
     PolicyInfo,
+    ReferenceFit,
     Result,
     ToolInfo,
 )
-
-
-@dataclass(frozen=True)
-class AuditOutcome:
-    """The result, and what result.json does not hold: every attack's per-sample scores (by
-    attack id) over the audit samples (`audit_set`: images, labels, membership, ids)."""
-
-    result: Result
-    scores: dict[str, np.ndarray]
-    audit_set: AuditSet
 
 
 def inputs_from_policy(loaded: LoadedPolicy, floor: Floor | None = None) -> AuditInputs:
@@ -109,7 +97,7 @@ def audit(
     progress: Progress | None = None,
     *,
     clock: Callable[[], date] = utc_today,
-) -> AuditOutcome:
+) -> AuditResult:
     """Run every attack of the policy and evaluate its gate.
 
     `clock` gives the date suppressions expire against (injectable, so tests can pin it).
@@ -119,124 +107,134 @@ def audit(
     trust = TrustNotes(progress)
     prepared = prepare_run(inputs, progress, clock=clock)
     if prepared.policy.runtime.max_minutes is not None:
-        check_max_minutes(plan_run(prepared, inputs.search_path, progress))
-    return audit_prepared(inputs, prepared, progress, timer=timer, trust=trust)
+        check_max_minutes(plan_run(prepared))
+    return audit_prepared(prepared, timer=timer, trust=trust)
 
 
 def audit_prepared(
-    inputs: AuditInputs,
-    prepared: PreparedRun,
-    progress: Progress,
-    *,
-    timer: Timer | None = None,
-    trust: TrustNotes | None = None,
-) -> AuditOutcome:
+    prepared: PreparedRun, *, timer: Timer | None = None, trust: TrustNotes | None = None
+) -> AuditResult:
     """The rest of `audit` once its inputs are prepared (`prepare_run`): score and decide."""
     timer = timer or Timer()
-    trust = trust or TrustNotes(progress)
+    trust = trust or TrustNotes(prepared.progress)
     timer.seconds["load"] = round(prepared.load_seconds, 3)
-    policy, data, model = prepared.policy, prepared.data, prepared.model
-    attacks, num_classes, preprocess = (
-        list(prepared.attacks),
-        prepared.num_classes,
-        prepared.preprocess,
-    )
-    baseline, today, device = prepared.baseline, prepared.today, prepared.device
-    notes = list(prepared.notes)
-    outputs = prepared.outputs
-    with timer.phase("inference"), _naming_model(policy):
-        raw = _target_logits(
-            policy, model, data.audit_set, preprocess, attacks, progress, trust.note
-        )
-        target = attack_view(outputs, raw)
-    fit_notes = preconditions.check_target_fit(
-        _target_fit(target, data.audit_set, num_classes), policy.preconditions
-    )
-    for note in fit_notes:
-        progress.note(note)
-    notes += fit_notes
-    notes.append(outputs.note)
-    references = None
-    reference_attacks = [attack for attack in attacks if isinstance(attack, ReferenceAttack)]
-    references_fit = None
-    if reference_attacks:
-        with timer.phase("reference models"):
-            references = prepare_references(
-                policy,
-                inputs.search_path,
-                data,
-                model,
-                num_classes,
-                preprocess,
-                [attack.request() for attack in reference_attacks],
-                device,
-                progress,
-                trust.note,
-                output_kind=outputs.kind,
-            )
-        references_fit = assess_reference_fit(
-            references.set_fits,
-            [(a.config.label, a.request().mode, a.request().count) for a in reference_attacks],
-            target_accuracy(target, data.audit_set),
-            references.setup.recipe,
-            policy.preconditions.reference_fit,
+    policy, audit_set = prepared.policy, prepared.data.audit_set
+    with timer.phase("inference"), naming_model(policy):
+        raw = target_logits(
+            policy,
+            prepared.model,
+            audit_set,
+            prepared.preprocess,
+            prepared.attacks,
+            prepared.progress,
             trust.note,
         )
+        target = attack_view(prepared.outputs, raw)
+    notes = [*prepared.notes, *_check_target_fit(prepared, target), prepared.outputs.note]
+    references, references_fit = _references(prepared, target, timer, trust)
     context = AttackContext(
         target=target,
-        labels=data.audit_set.labels,
-        is_member=data.audit_set.is_member,
+        labels=audit_set.labels,
+        is_member=audit_set.is_member,
         random_state=policy.runtime.seed,
         references=references,
-        output_kind=outputs.kind,
-        oracle=_oracle(attacks, model, preprocess, data.audit_set, policy),
+        output_kind=prepared.outputs.kind,
+        oracle=_oracle(prepared),
     )
-    results, scores = run_attacks(attacks, context, data.audit_set, policy, progress, timer)
-    gate_conditions = evaluate_gate(
-        policy.gate, _gate_metrics(results), baseline=baseline, today=today
+    results, scores = run_attacks(
+        prepared.attacks, context, audit_set, policy, prepared.progress, timer
     )
-    passed = gate_passed(gate_conditions)
-    result = Result(
+    result = _result(prepared, target, results, [*notes, *trust.notes], references_fit, timer)
+    return AuditResult(result, scores, audit_set.is_member, audit_set.labels, audit_set.ids)
+
+
+def _check_target_fit(prepared: PreparedRun, target: ViewLogits) -> list[str]:
+    """The target's fit preconditions (exit 2 when they fail); their notes, also shown."""
+    fit = target_fit(target, prepared.data.audit_set, prepared.num_classes)
+    notes = preconditions.check_target_fit(fit, prepared.policy.preconditions)
+    for note in notes:
+        prepared.progress.note(note)
+    return notes
+
+
+def _references(
+    prepared: PreparedRun, target: ViewLogits, timer: Timer, trust: TrustNotes
+) -> tuple[ReferenceModels | None, ReferenceFit | None]:
+    """The reference models the attacks asked for, and their fit beside the target's."""
+    attacks = [attack for attack in prepared.attacks if isinstance(attack, ReferenceAttack)]
+    if not attacks:
+        return None, None
+    with timer.phase("reference models"):
+        references = prepare_references(prepared, [a.request() for a in attacks], trust.note)
+    fit = assess_reference_fit(
+        references.set_fits,
+        [(a.config.label, a.request().mode, a.request().count) for a in attacks],
+        target_accuracy(target, prepared.data.audit_set),
+        references.setup.recipe,
+        prepared.policy.preconditions.reference_fit,
+        trust.note,
+    )
+    return references, fit
+
+
+def _oracle(prepared: PreparedRun) -> ClassifierOracle | None:
+    """Label queries on the target, for the attacks that perturb images."""
+    if not any(attack.needs_oracle for attack in prepared.attacks):
+        return None
+    return ClassifierOracle(
+        prepared.model.classifier,
+        prepared.preprocess,
+        prepared.data.audit_set.images,
+        prepared.policy.runtime.batch_size,
+    )
+
+
+def _result(
+    prepared: PreparedRun,
+    target: ViewLogits,
+    results: list[AttackResult],
+    notes: list[str],
+    references: ReferenceFit | None,
+    timer: Timer,
+) -> Result:
+    """result.json's record of the run."""
+    policy, model, baseline, today = (
+        prepared.policy,
+        prepared.model,
+        prepared.baseline,
+        prepared.today,
+    )
+    conditions = evaluate_gate(
+        policy.gate, gate_metrics_by_attack(results, policy.gate), baseline=baseline, today=today
+    )
+    passed = gate_passed(conditions)
+    return Result(
         tool=ToolInfo(version=__version__),
         passed=passed,
         exit_code=EXIT_PASS if passed else EXIT_GATE_FAILED,
         seed=policy.runtime.seed,
-        policy=inputs.origin,
-        target=_target_info(policy, model, target, data.audit_set, num_classes, outputs),
-        data=_data_info(data, policy),
+        policy=prepared.origin,
+        target=target_info(
+            policy, model, target, prepared.data.audit_set, prepared.num_classes, prepared.outputs
+        ),
+        data=_data_info(prepared.data, policy),
         attacks=results,
-        gate=GateResult(passed=passed, conditions=gate_conditions, evaluated_on=today),
+        gate=GateResult(passed=passed, conditions=conditions, evaluated_on=today),
         baseline=baseline.info if baseline is not None else None,
         factories=describe_factories(
             {
                 "model.architecture": policy.model.architecture,
                 "reference_training.architecture": policy.reference_training.architecture,
             },
-            inputs.search_path,
+            prepared.search_path,
         ),
         environment=describe_environment(
             model.classifier.device, model.classifier.engine, model.precision
         ),
         timings=timer.seconds,
-        notes=[*notes, *trust.notes],
-        references=references_fit,
-        floor=floor_info(inputs.floor),
-    )
-    return AuditOutcome(result, scores, data.audit_set)
-
-
-def _oracle(
-    attacks: list[Any],
-    model: LoadedModel,
-    preprocess: Preprocessor,
-    audit_set: AuditSet,
-    policy: Policy,
-) -> ClassifierOracle | None:
-    """Label queries on the target, for the attacks that perturb images."""
-    if not any(attack.needs_oracle for attack in attacks):
-        return None
-    return ClassifierOracle(
-        model.classifier, preprocess, audit_set.images, policy.runtime.batch_size
+        notes=notes,
+        references=references,
+        floor=floor_info(prepared.floor),
     )
 
 

@@ -57,7 +57,7 @@ def preprocessor(policy: Policy) -> Preprocessor:
 
 
 @contextmanager
-def _naming_model(policy: Policy) -> Iterator[None]:
+def naming_model(policy: Policy) -> Iterator[None]:
     """Name the model file in errors raised where only the classifier was known."""
     try:
         yield
@@ -65,7 +65,7 @@ def _naming_model(policy: Policy) -> Iterator[None]:
         raise ModelError(f"model.path: {policy.model.path}: {error}") from error
 
 
-def _check_model(
+def check_model(
     model: LoadedModel, data: AuditData, policy: Policy, preprocess: Preprocessor
 ) -> tuple[int, LoadedModel, OutputDecision]:
     """Run a probe batch: what kind of outputs the model returns (`model.outputs`), and their
@@ -130,7 +130,7 @@ def views_needed(attacks: Sequence[Attack[Any]]) -> tuple[View, ...]:
     return (IDENTITY, *sorted(views - {IDENTITY}))
 
 
-def _target_logits(
+def target_logits(
     policy: Policy,
     model: LoadedModel,
     audit_set: AuditSet,
@@ -141,12 +141,7 @@ def _target_logits(
 ) -> ViewLogits:
     views = views_needed(attacks)
     cache = logits_store(policy.runtime.cache_dir, notify=notify)
-    request = LogitsRequest(
-        model_sha256=model.sha256,
-        data_sha256=_audit_images_sha256(audit_set),
-        preprocess=preprocess,
-        engine=model.engine_key,
-    )
+    request = target_logits_request(model, audit_set, preprocess)
     description = f"target inference ({plural(len(views), 'view')})"
     with progress.stage(description, len(audit_set.labels)) as advance:
         logits = cached_predict(
@@ -163,10 +158,18 @@ def _target_logits(
     return ViewLogits(views=views, logits=logits)
 
 
-def _audit_images_sha256(audit_set: AuditSet) -> str:
+def target_logits_request(
+    model: LoadedModel, audit_set: AuditSet, preprocess: Preprocessor
+) -> LogitsRequest:
+    """The cache request of the target's logits on the audit set (run and plan alike)."""
     from mia_audit.store.hashing import arrays_sha256
 
-    return arrays_sha256(audit_set.images)
+    return LogitsRequest(
+        model_sha256=model.sha256,
+        data_sha256=arrays_sha256(audit_set.images),
+        preprocess=preprocess,
+        engine=model.engine_key,
+    )
 
 
 def target_accuracy(target: ViewLogits, audit_set: AuditSet) -> Accuracy:
@@ -178,7 +181,7 @@ def target_accuracy(target: ViewLogits, audit_set: AuditSet) -> Accuracy:
     )
 
 
-def _target_info(
+def target_info(
     policy: Policy,
     model: LoadedModel,
     target: ViewLogits,
@@ -207,7 +210,7 @@ def allowed_attacks(kind: OutputKind) -> list[str]:
     return [name for name in attack_names() if kind in attack_class(name).output_kinds]
 
 
-def _target_fit(target: ViewLogits, audit_set: AuditSet, num_classes: int) -> TargetFit:
+def target_fit(target: ViewLogits, audit_set: AuditSet, num_classes: int) -> TargetFit:
     correct = target.identity.argmax(axis=-1) == audit_set.labels
     members = audit_set.is_member
     return TargetFit(

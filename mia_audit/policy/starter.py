@@ -94,13 +94,13 @@ def starter_policy(inputs: StarterInputs) -> str:
 
 def detect_model(path: Path, members: ImageSet) -> DetectedModel:
     """Format, classes and (for a state dict) the architecture of the model file."""
-    from mia_audit.models.loading import _find_state_dict, _torch_load, detect_format
+    from mia_audit.models.loading import detect_format, find_state_dict, torch_load
 
     if not path.is_file():
         raise InputError(f"--model: {path}: file not found")
     model_format = detect_format(path)
     if model_format == "state_dict":
-        state = _find_state_dict(_torch_load(path, allow_pickle=False), path)
+        state = find_state_dict(torch_load(path, allow_pickle=False), path)
         architecture, cifar_stem, num_classes = match_architecture(state)
         return DetectedModel(model_format, num_classes, architecture, cifar_stem)
     from mia_audit.models.inference import Preprocessor, run_batch
@@ -205,9 +205,22 @@ def _policy_text(
     non_members: ImageSet,
     scored: list[Normalisation],
 ) -> str:
+    lines = [
+        *_model_lines(inputs, model, members, non_members),
+        *_data_lines(inputs, members, non_members),
+        *_preprocessing_lines(scored[0], scored),
+        *_attack_lines(model),
+        *_recipe_lines(),
+        *_GATE_AND_RUNTIME_LINES,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _model_lines(
+    inputs: StarterInputs, model: DetectedModel, members: ImageSet, non_members: ImageSet
+) -> list[str]:
+    """The header and the model section."""
     folder = inputs.policy.parent
-    best = scored[0]
-    channels, height, width = members.image_shape
     labels = np.concatenate([members.labels, non_members.labels])
     classes_seen = len(np.unique(labels))
     lines = [
@@ -234,7 +247,13 @@ def _policy_text(
             "  # architecture: resnet18   # REVIEW: needed only by lira, rmia and shadow (what "
             "reference models are built from)"
         )
-    lines += [
+    return lines
+
+
+def _data_lines(inputs: StarterInputs, members: ImageSet, non_members: ImageSet) -> list[str]:
+    folder = inputs.policy.parent
+    channels, height, width = members.image_shape
+    lines = [
         "data:",
         f"  members: {_relative(inputs.members, folder)}   # {len(members)} images, "
         f"{channels}x{height}x{width}",
@@ -244,8 +263,11 @@ def _policy_text(
         lines.append(
             f"  population: {_relative(inputs.population, folder)}   # for reference models"
         )
-    lines += _preprocessing_lines(best, scored)
-    lines += [
+    return lines
+
+
+def _attack_lines(model: DetectedModel) -> list[str]:
+    lines = [
         "attacks:   # the target-only suite; docs/attacks.md has lira, rmia and shadow",
         "  - loss",
         "  - confidence",
@@ -260,24 +282,25 @@ def _policy_text(
             "  # - {name: lira, reference_models: 4}   # trains models with reference_training",
             "  # - {name: rmia, reference_models: 4}",
         ]
-    lines += _recipe_lines()
-    lines += [
-        "gate:",
-        "  # REVIEW: thresholds. AUC 0.5 is chance; a target-only attack near 0.6 already",
-        "  # means the model's confidence gives its members away. TPR at a low FPR says how many",
-        "  # members an attacker identifies with few false alarms (docs/thresholds.md).",
-        "  # Start from a pass on a model trained with your regularisation, then tighten.",
-        "  max_auc: 0.6",
-        "  max_tpr_at_fpr:",
-        "    - {fpr: 0.05, max: 0.1}   # needs 200 non-members (min_false_positives / fpr)",
-        "outputs:",
-        "  dir: mia-report",
-        "runtime:",
-        "  device: auto",
-        "  seed: 0",
-        "  # max_minutes: 60   # refuse a run that `mia-audit plan` estimates at longer",
-    ]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+_GATE_AND_RUNTIME_LINES = (
+    "gate:",
+    "  # REVIEW: thresholds. AUC 0.5 is chance; a target-only attack near 0.6 already",
+    "  # means the model's confidence gives its members away. TPR at a low FPR says how many",
+    "  # members an attacker identifies with few false alarms (docs/thresholds.md).",
+    "  # Start from a pass on a model trained with your regularisation, then tighten.",
+    "  max_auc: 0.6",
+    "  max_tpr_at_fpr:",
+    "    - {fpr: 0.05, max: 0.1}   # needs 200 non-members (min_false_positives / fpr)",
+    "outputs:",
+    "  dir: mia-report",
+    "runtime:",
+    "  device: auto",
+    "  seed: 0",
+    "  # max_minutes: 60   # refuse a run that `mia-audit plan` estimates at longer",
+)
 
 
 def _preprocessing_lines(best: Normalisation, scored: list[Normalisation]) -> list[str]:

@@ -10,7 +10,7 @@ computed anyway (the audit set; the population when an attack needs it), topped 
   Mann-Whitney U test, p < `PLAN_ALPHA`). A model file in another model's slot (swapped or
   stale files; a cache restored from an untrusted writer) fails: its training set is unrelated
   to the slot's plan (offline) or mostly its complement (online). A cached model that fails is
-  refused and retrained (`mia_audit.reference`). A freshly trained model that fails is no
+  refused and retrained (`mia_audit.references.provider`). A freshly trained model that fails is no
   tampering: the recipe does not make models remember their training samples, and then no
   cached copy can be told from a swapped one, so each run retrains them (and says so).
 * **Does it fit like the target?** Reference attacks (LiRA, RMIA, shadow models) are only as
@@ -26,7 +26,7 @@ wrote the cache could compute those samples too, a cached model is also checked 
 drawn from the OS's randomness: it must not fit them better than the seeded ones
 (`HIDDEN_ALPHA`), or it was trained on samples its plan holds out. The logits at hand are the
 model's own: computed from its weights, or cached and spot-checked against them
-(`mia_audit.spot_check`).
+(`mia_audit.models.spot_check`).
 """
 
 from __future__ import annotations

@@ -150,7 +150,10 @@ def condition_rows(result: Result) -> list[ConditionRow]:
     return rows
 
 
-def tpr_cell(attack: AttackResult, key: str) -> Cell:
+def tpr_cell(attack: AttackResult, fpr: float) -> Cell:
+    from mia_audit.evaluation.metrics import fpr_key
+
+    key = fpr_key(fpr)
     if attack.tpr_at_fpr_supported.get(key) is False:
         return Cell("unsupported", muted=True)
     value = attack.tpr_at_fpr.get(key)
@@ -167,7 +170,7 @@ def attack_rows(result: Result, strongest: AttackResult | None) -> list[AttackRo
             summary=a.summary,
             parameters=json.dumps(a.parameters, sort_keys=True) if a.parameters else "",
             auc=Cell(number(a.auc), interval_text(a.auc_ci, 3)),
-            tprs=[tpr_cell(a, key) for key, _ in TPR_COLUMNS],
+            tprs=[tpr_cell(a, fpr) for fpr, _ in TPR_COLUMNS],
             advantage=number(a.advantage),
             balanced_accuracy=number(a.balanced_accuracy),
             epsilon=epsilon_cell(a),
@@ -188,18 +191,16 @@ def headline_tpr(attack: AttackResult) -> str:
 
 def unsupported_note(result: Result) -> str:
     """Why a TPR is "unsupported", with the non-member count each FPR column needs."""
-    from mia_audit.evaluation.metrics import min_negatives_for_fpr
+    from mia_audit.evaluation.metrics import fpr_key, min_negatives_for_fpr
 
     unsupported = [
-        (key, label)
-        for key, label in TPR_COLUMNS
-        if any(a.tpr_at_fpr_supported.get(key) is False for a in result.attacks)
+        (fpr, label)
+        for fpr, label in TPR_COLUMNS
+        if any(a.tpr_at_fpr_supported.get(fpr_key(fpr)) is False for a in result.attacks)
     ]
     if not unsupported:
         return ""
-    needs = ", ".join(
-        f"{min_negatives_for_fpr(float(key)):,} for {label}" for key, label in unsupported
-    )
+    needs = ", ".join(f"{min_negatives_for_fpr(fpr):,} for {label}" for fpr, label in unsupported)
     return (
         f"unsupported: with {result.data.n_non_members:,} non-members too few of them fall "
         f"above the threshold at this FPR for the TPR to mean anything (the value is noise); "

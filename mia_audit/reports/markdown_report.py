@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mia_audit.evaluation.metrics import fpr_key
 from mia_audit.reports import register_format
 from mia_audit.result import (
     AttackResult,
@@ -24,7 +25,8 @@ from mia_audit.result import (
 MAX_BYTES = 1024 * 1024
 
 #: The FPRs of the per-attack table: (result.json key, column heading).
-TPR_COLUMNS = (("0.05", "5 %"), ("0.01", "1 %"), ("0.001", "0.1 %"))
+#: The FPRs of the TPR columns, with their headings.
+TPR_COLUMNS = ((0.05, "5 %"), (0.01, "1 %"), (0.001, "0.1 %"))
 
 EXIT_MEANINGS = {
     0: "every gate condition holds",
@@ -162,7 +164,8 @@ def conditions_lines(result: Result) -> list[str]:
     return [*table, "", *notes] if notes else table
 
 
-def tpr_cell(attack: AttackResult, key: str) -> str:
+def tpr_cell(attack: AttackResult, fpr: float) -> str:
+    key = fpr_key(fpr)
     if attack.tpr_at_fpr_supported.get(key) is False:
         return "unsupported"
     value = attack.tpr_at_fpr.get(key)
@@ -209,7 +212,7 @@ def attacks_lines(result: Result) -> list[str]:
         [
             escape(a.id),
             auc_cell(a),
-            *(tpr_cell(a, key) for key, _ in TPR_COLUMNS),
+            *(tpr_cell(a, fpr) for fpr, _ in TPR_COLUMNS),
             f"{a.advantage:.4f}",
             *([epsilon_cell(a)] if with_epsilon else []),
         ]

@@ -25,6 +25,7 @@ import yaml
 from mia_audit.attacks import signals
 from mia_audit.attacks.queries import IDENTITY, View
 from mia_audit.evaluation import metrics
+from mia_audit.models.engine import EngineKey
 from mia_audit.models.inference import LogitsRequest
 from mia_audit.pipeline.inputs import load_audit_data
 from mia_audit.pipeline.target import preprocessor
@@ -75,7 +76,7 @@ class Audited:
             model_sha256=file_sha256(self.folder / "target.pt"),
             data_sha256=arrays_sha256(audit_set.images),
             preprocess=preprocessor(loaded.policy),
-            engine="torch:cpu:fp32",
+            engine=EngineKey("torch", "cpu"),
         )
         return entry_key("logits", request.key_parts(view))
 

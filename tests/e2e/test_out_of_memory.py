@@ -22,11 +22,12 @@ from torch import nn
 from mia_audit.attacks.queries import IDENTITY, View
 from mia_audit.errors import AuditError
 from mia_audit.models.classifier import TorchClassifier
+from mia_audit.models.engine import EngineKey
 from mia_audit.models.inference import Preprocessor, predict
 from mia_audit.progress import SilentProgress
 from mia_audit.references.executors.base import Architecture, TrainingTask
 from mia_audit.references.executors.local import LocalExecutor
-from mia_audit.references.provider import ReferenceModels, StateDict
+from mia_audit.references.provider import ReferenceModels, ReferenceSetup, StateDict, TargetModel
 from mia_audit.references.settings import TrainingRecipe
 from mia_audit.references.training import TrainingData, TrainingJob
 
@@ -191,7 +192,18 @@ def test_training_without_room_for_one_model_is_an_audit_error() -> None:
 def test_reference_models_hear_of_the_retries() -> None:
     """The audit's own executor reports retries as progress notes."""
     progress = SilentProgress()
-    setup: Any = type("Setup", (), {"device": "cuda"})()
+    setup = ReferenceSetup(
+        recipe=TrainingRecipe(epochs=1, batch_size=8, augment=(), train_size=10),
+        architecture=Architecture("tiny", 3),
+        audit_images=IMAGES,
+        audit_labels=LABELS,
+        population=None,
+        preprocess=PREPROCESS,
+        device="cuda",
+        batch_size=8,
+        seed=0,
+        target=TargetModel(TorchClassifier(tiny_net(), "cpu"), "target", EngineKey("torch", "cpu")),
+    )
     models = ReferenceModels(setup, None, progress=progress)
     assert isinstance(models.executor, LocalExecutor)
     assert models.executor.notify == progress.note

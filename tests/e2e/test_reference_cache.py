@@ -15,6 +15,7 @@ from mia_audit.attacks.queries import IDENTITY, View
 from mia_audit.attacks.reference_sets import ReferenceRequest
 from mia_audit.data.images import make_image_set
 from mia_audit.models.classifier import TorchClassifier
+from mia_audit.models.engine import EngineKey
 from mia_audit.models.inference import Preprocessor
 from mia_audit.references.executors.base import Architecture, OnTrained, TrainingTask
 from mia_audit.references.executors.local import LocalExecutor
@@ -119,7 +120,7 @@ def setup_for(
         device="cpu",
         batch_size=32,
         seed=0,
-        target=TargetModel(target, target_sha, "torch:cpu:fp32"),
+        target=TargetModel(target, target_sha, EngineKey("torch", "cpu")),
     )
 
 
@@ -260,7 +261,7 @@ def test_a_model_trained_on_more_than_its_plan_is_refused(tmp_path: Path) -> Non
     honest = ReferenceModels(setup, tmp_path, CountingExecutor())
     honest.prepare([request])
     (key,) = honest.get(request).model_keys
-    plan = honest._groups[("offline", 1)].plan
+    plan = honest.catalogue.groups[("offline", 1)].plan
     n_audit = len(setup.audit_labels)
     in_rows, out_rows = plan_rows(
         plan.in_audit[0], plan.in_population[0], n_audit + np.arange(1200)
@@ -272,7 +273,7 @@ def test_a_model_trained_on_more_than_its_plan_is_refused(tmp_path: Path) -> Non
     rows = np.concatenate([in_rows, hidden]) - n_audit  # pool rows: the population
     job = TrainingJob(np.sort(rows), seed=1)
     (state,) = train_models(
-        setup.architecture.build, honest._pools["offline"].data, [job], setup.recipe, "cpu"
+        setup.architecture.build, honest.catalogue.pools["offline"].data, [job], setup.recipe, "cpu"
     )
     honest.models.put(key, state)
     shutil.rmtree(tmp_path / "logits")

@@ -19,6 +19,7 @@ from scipy.stats import mannwhitneyu
 from mia_audit.attacks.queries import IDENTITY, View
 from mia_audit.errors import PolicyError
 from mia_audit.models.classifier import TorchClassifier
+from mia_audit.models.engine import EngineKey
 from mia_audit.models.inference import LogitsRequest, Preprocessor, cached_predict, predict
 from mia_audit.models.spot_check import (
     CPU_FP32_TOLERANCE,
@@ -172,16 +173,21 @@ def test_secret_rows_are_distinct_sorted_and_unpredictable() -> None:
 @pytest.mark.parametrize(
     ("engine", "tolerance"),
     [
-        ("torch:cpu:fp32", CPU_FP32_TOLERANCE),
-        ("onnx:cpu:fp32", CPU_FP32_TOLERANCE),
-        ("torch:cuda:fp32", GPU_FP32_TOLERANCE),
-        ("onnx:cuda:fp32", GPU_FP32_TOLERANCE),
-        ("torch:cuda:bfloat16", HALF_TOLERANCE),
-        ("torch:cuda:float16", HALF_TOLERANCE),
+        (EngineKey("torch", "cpu"), CPU_FP32_TOLERANCE),
+        (EngineKey("onnxruntime", "cpu"), CPU_FP32_TOLERANCE),
+        (EngineKey("torch", "cuda"), GPU_FP32_TOLERANCE),
+        (EngineKey("onnxruntime", "cuda"), GPU_FP32_TOLERANCE),
+        (EngineKey("torch", "cuda", "bfloat16"), HALF_TOLERANCE),
+        (EngineKey("torch", "cuda", "float16"), HALF_TOLERANCE),
     ],
 )
-def test_tolerance_fits_the_engine(engine: str, tolerance: float) -> None:
+def test_tolerance_fits_the_engine(engine: EngineKey, tolerance: float) -> None:
     assert relative_tolerance(engine) == tolerance
+
+
+def test_the_engine_key_reads_as_before_in_cache_keys() -> None:
+    assert str(EngineKey("torch", "cuda", "bfloat16")) == "torch:cuda:bfloat16"
+    assert str(EngineKey("onnxruntime", "cpu")) == "onnxruntime:cpu:fp32"
 
 
 def test_disagreement_catches_rows_shuffled_within_a_class() -> None:
@@ -220,7 +226,9 @@ def test_cached_predict_refuses_shuffled_logits_and_returns_the_models(
 ) -> None:
     images = np.random.default_rng(1).integers(0, 256, (300, 3, 8, 8), dtype=np.uint8)
     views = (IDENTITY, View(mirror=True))
-    request = LogitsRequest("m", "d", Preprocessor((0.5,) * 3, (0.25,) * 3), "torch:cpu:fp32")
+    request = LogitsRequest(
+        "m", "d", Preprocessor((0.5,) * 3, (0.25,) * 3), EngineKey("torch", "cpu")
+    )
     notes: list[str] = []
     cache = logits_store(tmp_path, notify=notes.append)
     honest = cached_predict(cache, request, tiny_model, images, views, 64)
@@ -241,7 +249,9 @@ def test_cached_predict_refuses_an_array_of_the_wrong_shape(
     tmp_path: Path, tiny_model: TorchClassifier
 ) -> None:
     images = np.zeros((20, 3, 8, 8), np.uint8)
-    request = LogitsRequest("m", "d", Preprocessor((0.5,) * 3, (0.25,) * 3), "torch:cpu:fp32")
+    request = LogitsRequest(
+        "m", "d", Preprocessor((0.5,) * 3, (0.25,) * 3), EngineKey("torch", "cpu")
+    )
     cache = logits_store(tmp_path)
     cache.put(entry_key("logits", request.key_parts(IDENTITY)), np.zeros((19, 4)))
     logits = cached_predict(cache, request, tiny_model, images, [IDENTITY], 8)

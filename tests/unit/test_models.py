@@ -12,6 +12,7 @@ from mia_audit.attacks.queries import IDENTITY, enumerate_views
 from mia_audit.demo import export_onnx
 from mia_audit.errors import InputError
 from mia_audit.models.architectures import build_architecture
+from mia_audit.models.engine import EngineKey
 from mia_audit.models.inference import LogitsRequest, Preprocessor, cached_predict
 from mia_audit.models.loading import load_target
 from mia_audit.models.settings import ModelSpec
@@ -129,7 +130,9 @@ def test_logits_cache_hits_on_second_run(tmp_path: Path, resnet: torch.nn.Module
     loaded = load_target(spec(tmp_path / "m.pt", architecture="resnet18"), "cpu")
     images = np.random.default_rng(1).integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
     views = enumerate_views(True, 0)
-    request = LogitsRequest("m", "d", Preprocessor((0.5,) * 3, (0.25,) * 3), "torch:cpu:fp32")
+    request = LogitsRequest(
+        "m", "d", Preprocessor((0.5,) * 3, (0.25,) * 3), EngineKey("torch", "cpu")
+    )
     counting = CountingClassifier(loaded.classifier)
     cache = logits_store(tmp_path / "cache")
     first = cached_predict(cache, request, counting, images, views, 4)  # type: ignore[arg-type]

@@ -1,7 +1,8 @@
 """LiRA scores: Gaussian likelihood-ratio tests on the scaled logit (Carlini et al. 2022).
 
 Every function receives the per-example statistic φ = log p_y - log(1 - p_y) (computed
-elsewhere, e.g. :func:`mia_audit.signals.scaled_logit`), of the target model, shape (n, q), and
+elsewhere, e.g. :func:`mia_audit.attacks.signals.scaled_logit`), of the target model, shape
+(n, q), and
 of m reference models on the same n samples and q queries, shape (m, n, q), plus a boolean mask
 (m, n) saying which reference model saw which sample. Scores are one float per sample, higher =
 more likely a member, always finite.
