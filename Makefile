@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch/torchvision pinned to the builds the constraint allows (installed from local files here).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint schema bench clean
+.PHONY: demo test test-fast lint schema bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ demo: $(BIN)/.installed
 # processes and waiting on subprocesses, so this takes the suite from about 17 to about 13 minutes on 2 cores.
 TEST_WORKERS ?= 2
 
+# The whole suite, every tier (what CI runs through .ci/run).
 test: lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# The unit tier only (tests/unit: no subprocess, no model training): the loop while editing.
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest tests/unit
 
 # mkdocs builds docs/ into site/ and fails on a broken link or anchor (not with -q: quiet hides
 # the warnings --strict counts).

@@ -25,7 +25,14 @@ import pytest
 import yaml
 
 from mia_audit.demo import DIGITS_MEAN, DIGITS_STD
-from tests.conftest import SMALL_CNN, SMALL_RECIPE, DigitsTarget, RunCli, without_progress
+from tests.conftest import (
+    CI_LIMIT_SECONDS,
+    SMALL_CNN,
+    SMALL_RECIPE,
+    DigitsTarget,
+    RunCli,
+    without_progress,
+)
 
 #: The organisation's floor, kept outside the pull request's checkout.
 FLOOR: dict[str, Any] = {
@@ -266,7 +273,7 @@ def _action(workspace: Path, policy: Path, out: str) -> Outcome:
         env=env,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=CI_LIMIT_SECONDS,
         check=False,
     )
     errors = [line for line in without_progress(completed.stderr) if line.startswith("error: ")]
