@@ -35,7 +35,7 @@ from mia_audit.models.inference import Preprocessor
 from mia_audit.models.loading import LoadedModel, load_target
 from mia_audit.models.oracle import ClassifierOracle
 from mia_audit.pipeline import preconditions
-from mia_audit.pipeline.attacks import run_attacks
+from mia_audit.pipeline.attacks import constant_score_notes, run_attacks
 from mia_audit.pipeline.inputs import (
     AuditData,
     AuditInputs,
@@ -189,10 +189,19 @@ def audit_prepared(
         oracle=_oracle(attacks, model, preprocess, data.audit_set, policy),
     )
     results, scores = run_attacks(attacks, context, data.audit_set, policy, progress, timer)
+    for note in constant_score_notes(scores):
+        progress.note(note)
+        notes.append(note)
     gate_conditions = evaluate_gate(
         policy.gate, _gate_metrics(results), baseline=baseline, today=today
     )
     passed = gate_passed(gate_conditions)
+    swapped = preconditions.swapped_view_problem(
+        policy.gate, data.audit_set.is_member, data.audit_set.labels, scores
+    )
+    for note in preconditions.check_swapped_view(swapped, passed):
+        progress.note(note)
+        notes.append(note)
     result = Result(
         tool=ToolInfo(version=__version__),
         passed=passed,
