@@ -23,9 +23,12 @@ TEST_WORKERS ?= 2
 test: lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
+# mkdocs builds docs/ into site/ and fails on a broken link or anchor (not with -q: quiet hides
+# the warnings --strict counts).
 lint: $(BIN)/.installed
 	$(BIN)/ruff check mia_audit tests bench
-	$(BIN)/mypy mia_audit
+	$(BIN)/mypy mia_audit bench
+	$(BIN)/mkdocs build --strict
 
 schema: $(BIN)/.installed
 	$(BIN)/mia-audit schema > policies/policy.schema.json
@@ -34,4 +37,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/inference.py
 
 clean:
-	rm -rf $(VENV) mia-demo .mia-cache build dist
+	rm -rf $(VENV) mia-demo .mia-cache build dist site

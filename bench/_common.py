@@ -86,7 +86,10 @@ def timed() -> Iterator[Timing]:
 def load_cifar10(path: Path = CIFAR10) -> tuple[np.ndarray, np.ndarray]:
     """All 60,000 CIFAR-10 images (N, 32, 32, 3) uint8 and labels, train split first."""
     if not path.exists():
-        raise SystemExit(f"{path}: CIFAR-10 not found (see shared/data/README.md)")
+        raise SystemExit(
+            f"{path}: CIFAR-10 not found; save it there as an .npz with x_train, y_train, "
+            "x_test, y_test"
+        )
     with np.load(path) as data:
         images = np.concatenate([data["x_train"], data["x_test"]])
         labels = np.concatenate([data["y_train"], data["y_test"]]).astype(np.int64)
@@ -141,7 +144,7 @@ def cifar_target(
             lr=1e-3,
             weight_decay=0.0,
             schedule="cosine",
-            augment=augment,  # type: ignore[arg-type]
+            augment=augment,
         )
         data = TrainingData(
             images[members].transpose(0, 3, 1, 2).copy(), labels[members], CIFAR_MEAN, CIFAR_STD

@@ -19,7 +19,7 @@ What it does, in order:
    seconds and queries per sample.
 
 100 + 100 samples support TPR at 5 % FPR (5 false positives allowed) only roughly, and TPR at
-1 % not at all (README, Uncertainty): those two columns are indicative.
+1 % not at all (docs/gate.md): those two columns are indicative.
 """
 
 from __future__ import annotations
@@ -177,7 +177,8 @@ class CountingNormalised:
 
             def forward(self, batch: torch.Tensor) -> torch.Tensor:
                 self.images += len(batch)
-                return self.inner((batch.float() - mean) / std)
+                logits: torch.Tensor = self.inner((batch.float() - mean) / std)
+                return logits
 
         return Wrapped().eval()
 

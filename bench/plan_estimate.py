@@ -120,7 +120,9 @@ def recipe(epochs: int) -> dict[str, Any]:
 
 
 def cifar_policy(per_side: int, epochs: int) -> dict[str, Any]:
-    document = yaml.safe_load((REPO / "policies" / "cifar10-resnet18.yaml").read_text())
+    document: dict[str, Any] = yaml.safe_load(
+        (REPO / "policies" / "cifar10-resnet18.yaml").read_text()
+    )
     document["name"] = "plan-bench-cifar"
     document["data"]["max_per_side"] = per_side
     document["attacks"] = [

@@ -1,6 +1,6 @@
 """mia-audit: a membership-inference privacy gate for image classifiers.
 
-The Python API (README, "Python API"): `audit` runs an audit on a model and arrays,
+The Python API (docs/python-api.md): `audit` runs an audit on a model and arrays,
 `audit_policy` on a policy file; both return an `AuditResult` (the `Result` that result.json
 holds, plus every attack's per-sample scores). Heavy libraries load on first use.
 """

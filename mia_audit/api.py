@@ -15,7 +15,7 @@
 
 The same pipeline as `mia-audit run` (`mia_audit.pipeline.run.audit`) and the same figures for
 the same inputs. Every section of a policy can be given as a Python value, validated exactly as
-the YAML form (README, Use), and the same preconditions apply; errors are the tool's own
+the YAML form (docs/policy.md), and the same preconditions apply; errors are the tool's own
 exceptions (`mia_audit.errors`), each with the exit code the CLI would return.
 """
 
@@ -46,6 +46,8 @@ from mia_audit.store.hashing import arrays_sha256, json_sha256
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from mia_audit.policy.floor_file import Floor
 
 #: Data as the API takes it: (images, labels) or (images, labels, ids); numpy arrays or torch
 #: tensors; images (N, H, W, C) uint8 or (N, C, H, W) float, as in an .npz file.
@@ -187,10 +189,16 @@ def audit_policy(
 
 
 def run_loaded(
-    loaded: LoadedPolicy, progress: Progress | None = None, *, today: date | None = None
+    loaded: LoadedPolicy,
+    progress: Progress | None = None,
+    *,
+    today: date | None = None,
+    floor: Floor | None = None,
 ) -> AuditResult:
-    """Run a policy already loaded (and overridden): what the CLI's `run` and `demo` call."""
-    return _outcome(run_pipeline(inputs_from_policy(loaded), progress, clock=_clock(today)))
+    """Run a policy already loaded (and overridden): what the CLI's `run` and `demo` call;
+    `floor` is the workflow's floor (docs/floor.md)."""
+    inputs = inputs_from_policy(loaded, floor)
+    return _outcome(run_pipeline(inputs, progress, clock=_clock(today)))
 
 
 def _clock(today: date | None) -> Any:

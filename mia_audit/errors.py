@@ -1,7 +1,7 @@
 """The tool's own errors: each carries the exit code the CLI returns for it.
 
-Exit codes (README, Exit codes): 0 every gate condition holds, 1 a condition failed, 2 the policy,
-the inputs or the command line are invalid, 3 the audit could not complete.
+Exit codes (docs/exit-codes.md): 0 every gate condition holds, 1 a condition failed, 2 the
+policy, the inputs or the command line are invalid, 3 the audit could not complete.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The result of an audit: the versioned schema of result.json (README, Reports).
+"""The result of an audit: the versioned schema of result.json (docs/reports.md).
 
 Reports in every format render from this one object, so `mia-audit render result.json`
 reproduces them without re-running attacks.
@@ -53,7 +53,7 @@ class TargetInfo(ResultModel):
     outputs: str = Field(
         "logits",
         description="What the attacks read: logits, probabilities (as log-probabilities) or "
-        "labels (README, Model outputs).",
+        "labels (docs/model-outputs.md).",
     )
     outputs_detected: str | None = Field(
         None, description="What the probe batch showed (model.outputs: auto audits as that)."
@@ -96,7 +96,8 @@ class ReferenceSetFit(ResultModel):
 
 
 class ReferenceFit(ResultModel):
-    """How closely the reference models reproduce the target's fit (README: Reference models).
+    """How closely the reference models reproduce the target's fit (docs/attacks.md, Reference
+    models).
 
     `reproduces_target` is False when the mean training accuracy of the (distinct) reference
     models is more than `max_shortfall` below the target's accuracy on its members.
@@ -308,6 +309,18 @@ class Environment(ResultModel):
     versions: dict[str, str]
 
 
+class FloorInfo(ResultModel):
+    """The workflow's floor the policy was checked against (docs/floor.md)."""
+
+    source: str = Field(description="The floor file, or the command-line options that built it.")
+    path: str | None = Field(None, description="The floor file (None for options alone).")
+    sha256: str = Field(
+        description="sha256 of the floor file (of the floor's canonical JSON when options "
+        "built or tightened it)."
+    )
+    enforced: list[str] = Field(description="What the floor required, one line per section.")
+
+
 class Result(ResultModel):
     schema_version: int = SCHEMA_VERSION
     tool: ToolInfo
@@ -332,6 +345,9 @@ class Result(ResultModel):
     notes: list[str] = Field([], description="What the run noted beside the data (data.notes).")
     references: ReferenceFit | None = Field(
         None, description="Reference models' fit beside the target's (reference attacks only)."
+    )
+    floor: FloorInfo | None = Field(
+        None, description="The floor the policy had to meet (`--floor`, `--floor-max-*`)."
     )
     sha256: str | None = Field(
         None,

@@ -24,8 +24,13 @@ from mia_audit.demo import DemoOptions, prepare_demo
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("mia-audit")
 
+#: What a user reads: README.md and the reference pages under docs/ (built by mkdocs). Tests that
+#: hold the documentation to the code read all of them, whichever page a section is on.
+REPOSITORY = Path(__file__).resolve().parents[1]
+USER_DOCS = (REPOSITORY / "README.md", *sorted((REPOSITORY / "docs").glob("*.md")))
+
 #: A progress line: stderr is a pipe in these tests, as in CI, so stages print
-#: `[hh:mm:ss] stage: ...` lines there (README, Use).
+#: `[hh:mm:ss] stage: ...` lines there (docs/commands.md).
 PROGRESS_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from mia_audit.cli import action
 from mia_audit.result import Result, strongest_attack
-from tests.conftest import DigitsTarget
+from tests.conftest import USER_DOCS, DigitsTarget
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -314,7 +314,7 @@ def test_action_yml_inputs_and_outputs(action_yml: dict[str, Any]) -> None:
     assert action_yml["runs"]["using"] == "composite"
     assert set(action_yml["inputs"]) == {
         "policy", "package", "python-version", "torch-index-url", "device", "output-dir",
-        "pip-args", "baseline", "cache", "max-auc", "max-tpr-at-fpr",
+        "pip-args", "baseline", "cache", "floor", "max-auc", "max-tpr-at-fpr",
     }  # fmt: skip
     # Empty: the action's own checkout, i.e. the code at the tag the workflow pinned.
     assert action_yml["inputs"]["package"]["default"] == ""
@@ -335,20 +335,21 @@ def test_action_yml_scripts_take_inputs_only_from_env(action_yml: dict[str, Any]
     audit = next(step for step in steps if step.get("id") == "audit")
     assert audit["run"].strip() == '"$MIA_PYTHON" -m mia_audit.cli.action'
     assert set(audit["env"]) == {
-        "MIA_PYTHON", "MIA_POLICY", "MIA_OUTPUT_DIR", "MIA_DEVICE", "MIA_BASELINE", "MIA_MAX_AUC",
-        "MIA_MAX_TPR_AT_FPR",
+        "MIA_PYTHON", "MIA_POLICY", "MIA_OUTPUT_DIR", "MIA_DEVICE", "MIA_BASELINE", "MIA_FLOOR",
+        "MIA_MAX_AUC", "MIA_MAX_TPR_AT_FPR",
     }  # fmt: skip
+    assert audit["env"]["MIA_FLOOR"] == "${{ inputs.floor }}"
     assert audit["env"]["MIA_PYTHON"] == "${{ steps.install.outputs.python }}"
     assert audit["env"]["MIA_MAX_AUC"] == "${{ inputs.max-auc }}"
     assert audit["env"]["MIA_MAX_TPR_AT_FPR"] == "${{ inputs.max-tpr-at-fpr }}"
     assert any(step.get("uses", "").startswith("actions/setup-python@") for step in steps)
 
 
-def test_readme_workflow_is_complete() -> None:
-    readme = (REPO / "README.md").read_text()
-    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+def test_documented_workflow_is_complete() -> None:
+    text = "\n".join(path.read_text() for path in USER_DOCS)
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
     workflows = [yaml.safe_load(b) for b in blocks if "jobs:" in b]
-    assert workflows, "README has no example workflow"
+    assert workflows, "the docs have no example workflow"
     steps = next(iter(workflows[0]["jobs"].values()))["steps"]
     audit = next(step for step in steps if step.get("id") == "audit")
     # The action caches runtime.cache_dir itself; a CPU runner installs the CPU torch wheels.
@@ -400,3 +401,9 @@ def test_floor_inputs_become_options() -> None:
     assert command[command.index("--floor-max-auc") + 1] == "0.6"
     floors = [command[i + 1] for i, arg in enumerate(command) if arg == "--floor-max-tpr-at-fpr"]
     assert floors == ["0.05:0.1", "0.01:0.02"]
+    assert "--floor" not in command
+    floored = action.read_inputs(
+        {"MIA_POLICY": "p.yaml", "MIA_FLOOR": " org/floor.yaml ", "GITHUB_WORKSPACE": "/ws"}
+    )
+    command = action.audit_command(floored, ["json"])
+    assert command[command.index("--floor") + 1] == str(Path("/ws/org/floor.yaml"))

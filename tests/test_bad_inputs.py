@@ -1,10 +1,10 @@
 """Broken policies, data and models: `mia-audit run` must fail cleanly.
 
-Every case builds one broken variant of the digits target (real files written with numpy and
-torch, no mocks), runs the installed console script and checks the contract of README.md and
-Troubleshooting: the documented exit code (2 for an invalid policy or input, 3
-when the audit cannot complete), exactly one line on stderr that starts with "error:" and names
-the offending field or file, no traceback unless `-v` is given, and no report written.
+Every case builds one broken variant of the digits target (real files written with numpy and torch,
+no mocks), runs the installed console script and checks the contract of docs/troubleshooting.md and
+docs/exit-codes.md: the documented exit code (2 for an invalid policy or input, 3 when the audit
+cannot complete), exactly one line on stderr that starts with "error:" and names the offending field
+or file, no traceback unless `-v` is given, and no report written.
 
 To stay fast, the cases share one copy of the target (each case writes its policy, with
 absolute paths to the shared files or to the broken files it made, into its own folder), and

@@ -532,7 +532,7 @@ def test_end_to_end_upper_statistic_and_baseline(
     gate_ = {
         "max_auc": {"max": 0.99, "statistic": "upper"},
         "max_tpr_at_fpr": [{"fpr": 0.05, "max": 0.99, "statistic": "upper"}],
-        "max_epsilon_lower_bound": 2,  # 200 per side can show up to ~3.2 (README, Preconditions)
+        "max_epsilon_lower_bound": 2,  # 200 per side can show up to ~3.2 (docs/preconditions.md)
         "max_auc_increase": 0.0,
         "suppressions": [{"condition": "auc", "reason": "demo", "expires": "2000-01-01"}],
     }

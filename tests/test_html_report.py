@@ -29,7 +29,7 @@ from tests.conftest import DigitsTarget, RunCli
 REPO = Path(__file__).resolve().parents[1]
 POLICY_NAME = "digits-html-report"
 HOSTILE = "<script>alert(1)</script>"
-#: Sections in the order a reader meets them (README, Reports).
+#: Sections in the order a reader meets them (docs/reports.md).
 SECTIONS = [
     "verdict",
     "gate",

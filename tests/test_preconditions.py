@@ -58,7 +58,7 @@ def test_minimums_are_the_smallest_sizes_that_meet_the_rule() -> None:
     assert 0.5 / np.sqrt(m) <= limit < 0.5 / np.sqrt(m - 1)
     a = sample_size.min_per_side_advantage()
     assert np.sqrt(0.5 / a) <= limit < np.sqrt(0.5 / (a - 1))
-    assert (n, m, a) == (46, 68, 136)  # the figures README quotes
+    assert (n, m, a) == (46, 68, 136)  # the figures docs/preconditions.md quotes
 
 
 @settings(max_examples=25, deadline=None)

@@ -20,6 +20,7 @@ import yaml
 
 from mia_audit.errors import PolicyError
 from mia_audit.policy.loading import parse_policy
+from tests.conftest import USER_DOCS
 from tests.test_bad_inputs import POLICY_MISTAKES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,17 +65,21 @@ MINIMAL: dict[str, Any] = {
 }
 
 
-def readme_policy_blocks() -> list[tuple[str, dict[str, Any]]]:
-    """Every YAML block of the README that is (part of) a policy, completed to a whole policy
-    with MINIMAL's other sections (the workflow files are not policies)."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+def yaml_blocks(path: Path) -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
+
+
+def documented_policy_blocks() -> list[tuple[str, dict[str, Any]]]:
+    """Every YAML block of the README and the docs/ pages that is (part of) a policy, completed
+    to a whole policy with MINIMAL's other sections (the workflow files are not policies, nor
+    is floor.md's floor file: tests/unit/test_floor_policy.py loads that one as a floor)."""
     policies = []
-    for index, block in enumerate(blocks):
-        document = load(block)
-        if not isinstance(document, dict) or {"jobs", "runs", "on"} & set(document):
-            continue
-        policies.append((f"readme-block-{index}", {**MINIMAL, **document}))
+    for path in (path for path in USER_DOCS if path.name != "floor.md"):
+        for index, block in enumerate(yaml_blocks(path)):
+            document = load(block)
+            if not isinstance(document, dict) or {"jobs", "runs", "on"} & set(document):
+                continue
+            policies.append((f"{path.name}-block-{index}", {**MINIMAL, **document}))
     return policies
 
 
@@ -85,16 +90,25 @@ def test_example_policies_validate_against_the_committed_schema(path: Path) -> N
     assert loader_accepts(document)
 
 
-@pytest.mark.parametrize(("name", "document"), readme_policy_blocks(), ids=lambda v: str(v)[:20])
-def test_readme_policy_blocks_validate(name: str, document: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("name", "document"), documented_policy_blocks(), ids=lambda v: str(v)[:28]
+)
+def test_documented_policy_blocks_validate(name: str, document: dict[str, Any]) -> None:
     assert schema_problems(document) == [], name
     assert loader_accepts(document), name
 
 
-def test_readme_has_policy_blocks_and_documents_the_editor_line() -> None:
-    assert len(readme_policy_blocks()) >= 3
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "# yaml-language-server: $schema=" in readme
+def test_docs_have_policy_blocks_and_document_the_editor_line() -> None:
+    assert len(documented_policy_blocks()) >= 3
+    assert any("# yaml-language-server: $schema=" in path.read_text() for path in USER_DOCS)
+
+
+def test_the_readme_policy_is_complete_by_itself() -> None:
+    """The README's policy is what a user copies first: whole, without MINIMAL's sections."""
+    first = load(yaml_blocks(ROOT / "README.md")[0])
+    assert first["version"] == 1 and {"model", "data", "preprocessing", "gate"} <= set(first)
+    assert schema_problems(first) == []
+    assert loader_accepts(first)
 
 
 @pytest.mark.parametrize("mistake", sorted(POLICY_MISTAKES))

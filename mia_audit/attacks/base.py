@@ -40,7 +40,7 @@ class ViewLogits:
 class AttackContext:
     """What an attack may use.
 
-    `is_member` is the auditor's knowledge (README, "What it measures"). Attacks that learn from
+    `is_member` is the auditor's knowledge, which an attacker lacks. Attacks that learn from
     it (learned, class_threshold) must only score each sample with a model fitted on other
     samples. `references` gives the reference models the audit prepared (None when no attack
     asked for any). `output_kind` is what the target returns; `target` holds its outputs as

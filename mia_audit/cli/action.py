@@ -14,12 +14,14 @@ variables that action.yml sets from its inputs, never spliced into a script:
     MIA_OUTPUT_DIR   where the reports go (default mia-report)
     MIA_DEVICE       auto, cpu, cuda or gpu (default: the policy's runtime.device)
     MIA_BASELINE     a previous result.json for the *_increase conditions (`--baseline`)
+    MIA_FLOOR        a floor policy (docs/floor.md): the policy may only be stricter
     MIA_MAX_AUC      a gate floor: the policy must have gate.max_auc at most this
     MIA_MAX_TPR_AT_FPR  gate floors FPR:MAX (several separated by spaces, commas or lines)
 
-Relative paths resolve against `$GITHUB_WORKSPACE` (the checkout). Numbers are read from the
-result.json this run wrote, and only when the run exited 0 or 1: a run that exits 2 or 3 leaves
-older reports in place, and those must not be reported as this run's.
+Relative paths resolve against `$GITHUB_WORKSPACE` (the checkout); keep the floor file outside
+what the pull request can change (e.g. a checkout of another repository at a pinned commit).
+Numbers are read from the result.json this run wrote, and only when the run exited 0 or 1: a run
+that exits 2 or 3 leaves older reports in place, and those must not be reported as this run's.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class ActionInputs:
     floor_max_auc: str | None = None
     floor_max_tpr_at_fpr: tuple[str, ...] = ()
     baseline: Path | None = None
+    #: The floor policy file (`mia-audit run --floor`).
+    floor: Path | None = None
 
 
 def read_inputs(env: Mapping[str, str]) -> ActionInputs:
@@ -81,6 +85,7 @@ def read_inputs(env: Mapping[str, str]) -> ActionInputs:
     max_auc = env.get("MIA_MAX_AUC", "").strip() or None
     max_tpr = tuple(env.get("MIA_MAX_TPR_AT_FPR", "").replace(",", " ").split())
     baseline = env.get("MIA_BASELINE", "").strip()
+    floor = env.get("MIA_FLOOR", "").strip()
     return ActionInputs(
         workspace / policy,
         workspace / output_dir,
@@ -88,6 +93,7 @@ def read_inputs(env: Mapping[str, str]) -> ActionInputs:
         max_auc,
         max_tpr,
         workspace / baseline if baseline else None,
+        workspace / floor if floor else None,
     )
 
 
@@ -113,6 +119,8 @@ def audit_command(inputs: ActionInputs, formats: Sequence[str]) -> list[str]:
         command += ["--device", inputs.device]
     if inputs.baseline is not None:
         command += ["--baseline", str(inputs.baseline)]
+    if inputs.floor is not None:
+        command += ["--floor", str(inputs.floor)]
     if inputs.floor_max_auc:
         command += ["--floor-max-auc", inputs.floor_max_auc]
     for floor in inputs.floor_max_tpr_at_fpr:

@@ -64,6 +64,32 @@ DeviceOption = Annotated[
     Device | None,
     typer.Option(help="Overrides runtime.device (gpu is cuda).", case_sensitive=False),
 ]
+FloorFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--floor",
+        metavar="FILE",
+        help="A floor policy (docs/floor.md) kept where the pull request cannot change it: "
+        "refuse (exit 2) a policy weaker than it in any way.",
+    ),
+]
+FloorMaxAucOption = Annotated[
+    float | None,
+    typer.Option(
+        "--floor-max-auc",
+        help="Refuse (exit 2) a policy without a gate.max_auc at most this, for every attack "
+        "(a floor with this gate; tightens --floor's).",
+    ),
+]
+FloorTprOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--floor-max-tpr-at-fpr",
+        metavar="FPR:MAX",
+        help="Refuse (exit 2) a policy without a TPR-at-FPR condition at most MAX at FPR "
+        "(repeatable; a floor with this gate).",
+    ),
+]
 #: The built-in formats, for --help (plugins add theirs; the list is read without loading them).
 FORMATS_HELP = "json, html, markdown, junit, or a plugin's"
 
@@ -173,22 +199,9 @@ def run(
             help="A previous result.json for the *_increase conditions; overrides gate.baseline."
         ),
     ] = None,
-    floor_max_auc: Annotated[
-        float | None,
-        typer.Option(
-            "--floor-max-auc",
-            help="Refuse (exit 2) a policy without a gate.max_auc at most this, for every attack.",
-        ),
-    ] = None,
-    floor_max_tpr_at_fpr: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--floor-max-tpr-at-fpr",
-            metavar="FPR:MAX",
-            help="Refuse (exit 2) a policy without a TPR-at-FPR condition at most MAX at FPR "
-            "(repeatable).",
-        ),
-    ] = None,
+    floor_file: FloorFileOption = None,
+    floor_max_auc: FloorMaxAucOption = None,
+    floor_max_tpr_at_fpr: FloorTprOption = None,
     executor: Annotated[
         str | None,
         typer.Option(
@@ -204,15 +217,15 @@ def run(
     """Run the audit the policy describes; exit 0 (pass), 1 (fail), 2 (invalid), 3 (error)."""
     with _guard(verbose) as done:
         from mia_audit.api import run_loaded
-        from mia_audit.policy.floor import check_floor, parse_floor
+        from mia_audit.policy.floor_rules import check_against_floor
         from mia_audit.reports import render_reports, write_reports
         from mia_audit.reports.terminal import summary_text, verdict_line
 
-        floor = parse_floor(floor_max_auc, floor_max_tpr_at_fpr or [])
+        floor = _workflow_floor(floor_file, floor_max_auc, floor_max_tpr_at_fpr)
         loaded = _load_with_overrides(
             policy, output_dir, device, seed, formats, baseline=baseline, executor=executor
         )
-        check_floor(loaded.policy, floor)
+        check_against_floor(loaded.policy, floor)
         out_dir = loaded.policy.outputs.dir
         created = not out_dir.exists()
         _check_writable(out_dir)
@@ -221,20 +234,41 @@ def run(
         progress = ConsoleProgress(quiet=quiet, verbose=verbose)
         progress.say(_run_banner(loaded, policy))
         try:
-            result = run_loaded(loaded, progress).result
+            result = run_loaded(loaded, progress, floor=floor).result
         except BaseException:
             if created:  # a refused run leaves no trace, not even an empty report folder
                 _remove_if_empty(out_dir)
             raise
         finally:
             progress.close()
-        if floor:
-            note = f"gate floor from the command line: {floor.describe()}; the policy's gate is "
-            result.notes.append(note + "at least as strict")
+        if floor is not None:
+            result.notes.append(_floor_note(floor, floor_max_auc, floor_max_tpr_at_fpr))
         rendered = render_reports(result, loaded.policy.outputs.formats)
         written = write_reports(rendered, out_dir, on_complete=done.mark_reports_written)
         typer.echo(verdict_line(result) if quiet else summary_text(result, written))
         raise typer.Exit(result.exit_code)
+
+
+def _workflow_floor(path: Path | None, max_auc: float | None, tpr: list[str] | None) -> Any:
+    """The floor of `--floor FILE`, tightened by the `--floor-max-*` shorthands (or built
+    from them alone); None without any."""
+    from mia_audit.policy.floor import parse_floor
+    from mia_audit.policy.floor_file import load_floor, with_gate_options
+
+    options = parse_floor(max_auc, tpr or [])
+    return with_gate_options(load_floor(path) if path else None, options)
+
+
+def _floor_note(floor: Any, max_auc: float | None, tpr: list[str] | None) -> str:
+    from mia_audit.policy.floor import parse_floor
+
+    options = parse_floor(max_auc, tpr or [])
+    if options and floor.path is None:
+        return (
+            f"gate floor from the command line: {options.describe()}; the policy's gate is "
+            "at least as strict"
+        )
+    return f"{floor.source}, sha256 {floor.sha256[:12]}: the policy is at least as strict"
 
 
 def _load_with_overrides(
@@ -463,6 +497,9 @@ def validate(
         Path | None,
         typer.Option(help="A previous result.json for the *_increase conditions, as for run."),
     ] = None,
+    floor_file: FloorFileOption = None,
+    floor_max_auc: FloorMaxAucOption = None,
+    floor_max_tpr_at_fpr: FloorTprOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -473,21 +510,29 @@ def validate(
         from mia_audit.pipeline.preflight import check_before_scoring
         from mia_audit.pipeline.prepare import prepare_run
         from mia_audit.pipeline.run import inputs_from_policy
+        from mia_audit.policy.floor_rules import check_against_floor
         from mia_audit.policy.loading import check_paths_exist
 
+        floor = _workflow_floor(floor_file, floor_max_auc, floor_max_tpr_at_fpr)
         loaded = _load_with_overrides(policy, None, None, None, None, baseline=baseline)
+        check_against_floor(loaded.policy, floor)
         check_paths_exist(loaded.policy)
         _check_writable_without_creating(loaded.policy.outputs.dir)
         progress = ConsoleProgress(quiet=quiet, verbose=verbose)
         try:
-            inputs = inputs_from_policy(loaded)
+            inputs = inputs_from_policy(loaded, floor)
             # probes on the CPU, unless runtime.max_minutes needs run's estimate on its device
             estimate = loaded.policy.runtime.max_minutes is not None
             prepared = prepare_run(inputs, progress, device=None if estimate else "cpu")
             check_before_scoring(inputs, prepared, progress)
         finally:
             progress.close()
-        typer.echo(_validated_text(prepared))
+        text = _validated_text(prepared)
+        if floor is not None:
+            text += "\n" + printable(
+                f"floor: {_floor_note(floor, floor_max_auc, floor_max_tpr_at_fpr)}"
+            )
+        typer.echo(text)
 
 
 def _validated_text(prepared: Any) -> str:

@@ -306,6 +306,3 @@ def bootstrap_metrics(
         tpr_at_fpr={f: percentile_interval(v, level) for f, v in reps.tpr_at_fpr.items()},
         advantage=None if advantage is None else percentile_interval(advantage, level),
     )
-
-
-# --- empirical epsilon lower bound ------------------------------------------------------------

@@ -1,10 +1,10 @@
 """The confusion matrix of an attack at one threshold: the gate's operating point.
 
-A gate with a `max_tpr_at_fpr` condition reads the ROC point with the largest TPR among those
-with FPR <= its FPR (README, Metric conventions); its threshold ("member iff score >= t") is
-the operating point, and the counts there are what an attacker acting on the attack would get
-right and wrong. Without such a condition the point is the one with the largest advantage
-(TPR - FPR), i.e. the best balanced accuracy.
+A gate with a `max_tpr_at_fpr` condition reads the ROC point with the largest TPR among those with
+FPR <= its FPR (ARCHITECTURE.md, Metric conventions); its threshold ("member iff score >= t") is the
+operating point, and the counts there are what an attacker acting on the attack would get right and
+wrong. Without such a condition the point is the one with the largest advantage (TPR - FPR), i.e.
+the best balanced accuracy.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A gate condition compares an estimate with a limit. On a small audit set the estimate is noisy,
 and a model that leaks well beyond the limit can pass by luck: with 3 members and 3
 non-members an AUC of 0.5 is as likely as not for a model whose true AUC is 0.8. The rule used
-for every condition (README, "Preconditions"):
+for every condition (docs/preconditions.md):
 
     a model whose true value lies DETECTABLE_EXCESS above the limit must fail the condition
     with probability at least DETECTION_POWER, i.e. z * sd(estimate) <= DETECTABLE_EXCESS

@@ -240,7 +240,7 @@ def _evaluate_class_auc(
 
 def class_min_samples(limit: ClassAucLimit) -> int:
     """Members and non-members a class needs to be gated (default: an AUC condition's minimum,
-    README "Preconditions")."""
+    docs/preconditions.md)."""
     return limit.min_samples or min_per_side_auc()
 
 

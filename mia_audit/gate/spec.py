@@ -110,7 +110,7 @@ class ClassAucLimit(MetricLimit):
         description=(
             "Classes with fewer members or fewer non-members than this are reported but not "
             "gated (their AUC is mostly noise). Default: the minimum an AUC condition needs "
-            "(README, Preconditions); lower values need preconditions.allow_small_audit."
+            "(docs/preconditions.md); lower values need preconditions.allow_small_audit."
         ),
     )
 

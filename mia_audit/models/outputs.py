@@ -6,7 +6,7 @@ numbers (an argmax head) or one-hot rows are labels; non-negative rows that sum 
 probabilities (a softmax head); anything else is logits. `resolve_output_kind` checks a
 declared `model.outputs` against that, and `check_outputs_hold` checks it again on every audited
 sample, so a probe that happened to look like probabilities cannot pass a logits model off as
-one (README, "Model outputs").
+one (docs/model-outputs.md).
 
 The attacks then read (`attack_inputs`): logits as they are; probabilities as log-probabilities
 (logits up to a per-row constant, so every softmax-based signal and the reference attacks get

@@ -11,7 +11,7 @@ The rows are drawn from the operating system's randomness (`secrets`), not from 
 seed, so whoever wrote the cache cannot know which rows will be checked. The check only
 compares: an honest cache gives bit for bit the result it gave before. What a sample cannot
 promise (an entry with only a handful of rows altered can pass one run's check) is stated in
-README.md, Security.
+docs/security.md.
 
 This module is pure (sampling, tolerances, comparison); `mia_audit.inference` runs the model.
 """

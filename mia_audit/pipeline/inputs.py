@@ -26,6 +26,7 @@ from mia_audit.store.hashing import path_sha256
 
 if TYPE_CHECKING:
     from mia_audit.models.loading import LoadedModel
+    from mia_audit.policy.floor_file import Floor
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class AuditInputs:
     the data sets (called inside the run, so their errors and time count as the run's).
 
     `load_model(device)` gives the target; `load_sets()` the image sets as loaded.
-    `search_path` is where `module:function` factories are looked up.
+    `search_path` is where `module:function` factories are looked up. `floor`, when given,
+    is checked before anything loads and again on the audit set and the probe batch.
     """
 
     policy: Policy
@@ -42,6 +44,8 @@ class AuditInputs:
     search_path: Path | None
     load_model: Callable[[str], LoadedModel]
     load_sets: Callable[[], LoadedSets]
+    #: The workflow's floor (docs/floor.md): the policy may only be stricter.
+    floor: Floor | None = None
 
 
 def population_requirement(policy: Policy) -> Callable[[int], int]:

@@ -2,7 +2,7 @@
 
 Each check either passes, raises an exit-2 error that says what is wrong and what to do, or --
 where the policy relaxes it for a smoke test -- returns a note that goes into every report.
-README, "Preconditions", lists them with their messages.
+docs/preconditions.md lists them with their messages.
 
 * The sides are different data: not the same file, and sharing at most
   `preconditions.max_shared_fraction` of their images (identical pixels).

@@ -36,6 +36,7 @@ from mia_audit.pipeline.inputs import (
     population_requirement,
 )
 from mia_audit.pipeline.target import _check_model, _naming_model, preprocessor
+from mia_audit.policy.floor_rules import check_against_floor, check_audit_size, check_output_kind
 from mia_audit.policy.schema import Policy
 from mia_audit.progress import Progress, SilentProgress
 
@@ -77,6 +78,7 @@ def prepare_run(
 
     progress = progress or SilentProgress()
     policy = inputs.policy
+    check_against_floor(policy, inputs.floor)
     attacks = tuple(create_attack(config) for config in policy.attacks)
     baseline = gate_baseline(policy.gate)
     today = clock()
@@ -94,6 +96,7 @@ def prepare_run(
             check_population(policy, data.members_available, data.audit_set.population)
     load_seconds = time.perf_counter() - start
     audit_set = data.audit_set
+    check_audit_size(inputs.floor, audit_set.n_members, audit_set.n_non_members)
     check_gate_support(policy.gate, audit_set.n_non_members, policy.statistics.min_false_positives)
     check_attack_data(attacks, audit_set.n_members, audit_set.n_non_members)
     for note in audit_set.notes:  # result.json keeps these under data.notes
@@ -103,6 +106,7 @@ def prepare_run(
         progress.note(note)
     with _naming_model(policy):
         num_classes, model, outputs = _check_model(model, data, policy, preprocess)
+    check_output_kind(inputs.floor, outputs.declared, outputs.detected)
     check_attack_outputs(attacks, outputs.kind, _kind_source(outputs.declared))
     progress.note(outputs.note)
     return PreparedRun(

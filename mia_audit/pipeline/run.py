@@ -53,6 +53,8 @@ from mia_audit.pipeline.target import (
     target_accuracy,
 )
 from mia_audit.pipeline.tracking import Timer, TrustNotes
+from mia_audit.policy.floor_file import Floor
+from mia_audit.policy.floor_rules import floor_info
 from mia_audit.policy.loading import LoadedPolicy
 from mia_audit.policy.schema import Policy
 from mia_audit.progress import Progress, SilentProgress
@@ -76,8 +78,8 @@ class AuditOutcome:
     audit_set: AuditSet
 
 
-def inputs_from_policy(loaded: LoadedPolicy) -> AuditInputs:
-    """The inputs a policy file names."""
+def inputs_from_policy(loaded: LoadedPolicy, floor: Floor | None = None) -> AuditInputs:
+    """The inputs a policy file names, under the workflow's floor if there is one."""
     policy = loaded.policy
     search_path = loaded.path.parent
     return AuditInputs(
@@ -88,6 +90,7 @@ def inputs_from_policy(loaded: LoadedPolicy) -> AuditInputs:
         search_path=search_path,
         load_model=lambda device: load_target(policy.model, device, search_path=search_path),
         load_sets=lambda: load_data_files(policy),
+        floor=floor,
     )
 
 
@@ -226,6 +229,7 @@ def audit_prepared(
         timings=timer.seconds,
         notes=[*notes, *trust.notes],
         references=references_fit,
+        floor=floor_info(inputs.floor),
     )
     return AuditOutcome(result, scores, data.audit_set)
 

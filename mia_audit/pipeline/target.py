@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from mia_audit.attacks.base import Attack, ViewLogits
 from mia_audit.attacks.outputs import OutputKind
 from mia_audit.attacks.queries import IDENTITY, View
@@ -19,6 +21,7 @@ from mia_audit.errors import (
     ModelError,
 )
 from mia_audit.evaluation import breakdowns as evaluation
+from mia_audit.models.batch_check import batch_dependence, batch_dependence_message
 from mia_audit.models.classifier import at_precision
 from mia_audit.models.inference import (
     LogitsRequest,
@@ -72,7 +75,9 @@ def _check_model(
     audit_set = data.audit_set
     preprocess.output_channels(audit_set.images.shape[1])
     probe = preprocess(audit_set.images[: min(8, len(audit_set.images))])
-    outputs = _index_column_as_vector(run_batch(model.classifier, probe))
+    outputs = run_batch(model.classifier, probe)
+    _check_batch_independent(model, probe, outputs, policy)
+    outputs = _index_column_as_vector(outputs)
     label_vector = outputs.ndim == 1
     if label_vector and not is_label_vector(outputs):
         raise ModelError(
@@ -114,6 +119,15 @@ def _index_column_as_vector(outputs: Any) -> Any:
             "as (n,) or (n, 1) class indices"
         )
     return outputs[:, 0]
+
+
+def _check_batch_independent(
+    model: LoadedModel, probe: np.ndarray, outputs: np.ndarray, policy: Policy
+) -> None:
+    """Exit 2 when the same image's outputs change with the images beside it in the batch."""
+    found = batch_dependence(model.classifier, probe, outputs)
+    if found is not None:
+        raise InputError(f"model.path: {policy.model.path}: {batch_dependence_message(found)}")
 
 
 def attack_view(decision: OutputDecision, raw: ViewLogits) -> ViewLogits:

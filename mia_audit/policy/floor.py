@@ -1,4 +1,5 @@
-"""A gate floor: limits from the workflow file that the policy may tighten but never loosen.
+"""The gate floor's options: limits from the workflow file that the policy may tighten but never
+loosen (`--floor-max-auc`, `--floor-max-tpr-at-fpr`; the action's `max-auc`, `max-tpr-at-fpr`).
 
 In CI the policy usually lives in the repository, so a pull request can edit it: raise
 `gate.max_auc` to 0.99, scope a condition to one weak attack, or waive it. The floor comes from
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 
 from mia_audit.errors import PolicyError
 from mia_audit.evaluation.metrics import fpr_key
-from mia_audit.gate.spec import ConditionId, GateSpec, MetricLimit
 from mia_audit.policy.schema import Policy
 
 
@@ -74,69 +74,9 @@ def _tpr_floor(text: str) -> TprFloor:
 
 def check_floor(policy: Policy, floor: GateFloor) -> None:
     """Raise PolicyError (exit 2) unless the policy's gate is at least as strict as `floor`
-    and the policy relaxes none of the checks made before a verdict."""
-    gate = policy.gate
-    relaxed = policy.preconditions.relaxed()
-    if floor and relaxed:
-        raise PolicyError(
-            f"{relaxed[0]}: relaxes a check made before the verdict, which a run with the "
-            f"workflow's floor ({floor.describe()}) does not allow; remove it (relaxed checks "
-            "are for local smoke tests)"
-        )
-    if floor.max_auc is not None:
-        limit = gate.max_auc
-        option = f"--floor-max-auc {floor.max_auc:g}"
-        _check_limit(policy, "gate.max_auc", ConditionId("auc"), limit, floor.max_auc, option)
-    for tpr in floor.max_tpr_at_fpr:
-        index, found = _tpr_limit(gate, tpr.fpr)
-        field = "gate.max_tpr_at_fpr" + ("" if index is None else f"[{index}]")
-        condition = ConditionId("tpr_at_fpr", tpr.fpr)
-        _check_limit(policy, field, condition, found, tpr.max, tpr.option)
+    and the policy relaxes none of the checks made before a verdict: the rules of a floor
+    file (`floor_rules`) for the floor these options build."""
+    from mia_audit.policy.floor_file import with_gate_options
+    from mia_audit.policy.floor_rules import check_against_floor
 
-
-def _tpr_limit(gate: GateSpec, fpr: float) -> tuple[int | None, MetricLimit | None]:
-    for index, limit in enumerate(gate.max_tpr_at_fpr):
-        if fpr_key(limit.fpr) == fpr_key(fpr):
-            return index, limit
-    return None, None
-
-
-def _check_limit(
-    policy: Policy,
-    field: str,
-    condition: ConditionId,
-    limit: MetricLimit | None,
-    floor: float,
-    option: str,
-) -> None:
-    source = f"the workflow's floor ({option})"
-    if limit is None:
-        raise PolicyError(
-            f"{field}: missing, but {source} requires the condition '{condition}' at "
-            f"{floor:g} or stricter; add it to the policy's gate"
-        )
-    if limit.max > floor:
-        raise PolicyError(
-            f"{field}: max {limit.max:g} is looser than {source}; the policy may tighten the "
-            f"floor but not loosen it: set it to {floor:g} or lower"
-        )
-    _check_scope(policy, f"{field}.attacks", limit.attacks, source)
-    _check_scope(policy, "gate.attacks", policy.gate.attacks, source)
-    for index, suppression in enumerate(policy.gate.suppressions):
-        if suppression.matches(condition):
-            raise PolicyError(
-                f"gate.suppressions[{index}]: waives '{condition}', which {source} does not "
-                "let the policy waive; remove the suppression"
-            )
-
-
-def _check_scope(policy: Policy, field: str, scope: tuple[str, ...] | None, source: str) -> None:
-    """A condition scoped to some attacks is laxer than the floor, which covers them all."""
-    if scope is None:
-        return
-    left_out = [label for label in policy.attack_labels if label not in scope]
-    if left_out:
-        raise PolicyError(
-            f"{field}: leaves attack {left_out[0]!r} out of the condition, but {source} "
-            "applies to every attack; remove the scope"
-        )
+    check_against_floor(policy, with_gate_options(None, floor))

@@ -35,7 +35,7 @@ else:
 
 
 class Preconditions(StrictModel):
-    """Checks made before any verdict (README, "Preconditions"); relax them only for smoke
+    """Checks made before any verdict (docs/preconditions.md); relax them only for smoke
     tests: every relaxed check is named in the report."""
 
     allow_small_audit: bool = Field(

@@ -1,6 +1,6 @@
 """The audit policy: what to audit, with which attacks, and which thresholds must hold.
 
-The YAML format is a contract (README, Use): keys may be added, never renamed. Validation is
+The YAML format is a contract (docs/policy.md): keys may be added, never renamed. Validation is
 strict: an unknown key is an error, so a typo cannot silently switch a condition off.
 """
 
@@ -153,6 +153,3 @@ class Policy(StrictModel):
 
     def attack(self, label: str) -> AttackConfig:
         return next(attack for attack in self.attacks if attack.label == label)
-
-
-# --- error messages -------------------------------------------------------------------------

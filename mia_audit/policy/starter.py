@@ -246,7 +246,7 @@ def _policy_text(
         )
     lines += _preprocessing_lines(best, scored)
     lines += [
-        "attacks:   # the target-only suite; see the README for lira, rmia and shadow",
+        "attacks:   # the target-only suite; docs/attacks.md has lira, rmia and shadow",
         "  - loss",
         "  - confidence",
         "  - entropy",
@@ -265,7 +265,7 @@ def _policy_text(
         "gate:",
         "  # REVIEW: thresholds. AUC 0.5 is chance; a target-only attack near 0.6 already",
         "  # means the model's confidence gives its members away. TPR at a low FPR says how many",
-        "  # members an attacker identifies with few false alarms (README, Choosing thresholds).",
+        "  # members an attacker identifies with few false alarms (docs/thresholds.md).",
         "  # Start from a pass on a model trained with your regularisation, then tighten.",
         "  max_auc: 0.6",
         "  max_tpr_at_fpr:",

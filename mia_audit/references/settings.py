@@ -56,6 +56,15 @@ class TrainingRecipe(BaseModel):
     train_size: int | None = Field(
         None, ge=2, description="Samples per reference model. Default: the number of members."
     )
+    threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description=(
+            "torch CPU threads each model trains with, on every executor (local, Ray at any "
+            "cpus_per_task): the count changes float rounding, so it is part of the recipe."
+        ),
+    )
 
     def cache_key(self) -> dict[str, Any]:
         return {**self.model_dump(mode="json"), "trainer": TRAINER_VERSION}

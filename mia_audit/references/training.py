@@ -65,13 +65,28 @@ def train_models(
         group = len(jobs) if concurrent and device == "cuda" else 1
     group = max(1, group)
     states: list[dict[str, torch.Tensor]] = []
-    with _out_of_memory_as_error():
+    with _out_of_memory_as_error(), _torch_threads(recipe.threads):
         shared = _DeviceData(data, device)
         for start in range(0, len(jobs), group):
             runs = [_Run(build, job, recipe, device, shared) for job in jobs[start : start + group]]
             _train_lockstep(runs, recipe, advance)
             states.extend(_cpu_state(run.model) for run in runs)
     return states
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Train with the recipe's thread count, whatever the executor or the machine: torch
+    splits a CPU reduction by thread, so another count rounds differently and, over an
+    epoch of SGD steps, trains a visibly different model."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager

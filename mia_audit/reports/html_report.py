@@ -1,4 +1,4 @@
-"""report.html: one self-contained page a person reads in a minute (README, Reports).
+"""report.html: one self-contained page a person reads in a minute (docs/reports.md).
 
 No network, no JavaScript: CSS is inline, plots are inline SVG drawn by matplotlib (see
 `plots`). The Jinja2 template (templates/report.html.j2) escapes every value (autoescape on);
@@ -333,6 +333,13 @@ def provenance(result: Result) -> dict[str, list[tuple[str, str]]]:
         ]
     if result.gate.evaluated_on is not None:
         groups["Policy"].append(("suppressions checked on", f"{result.gate.evaluated_on} (UTC)"))
+    if result.floor is not None:
+        floor = result.floor
+        groups["Floor (the least the policy may audit)"] = [
+            ("floor", floor.path or floor.source),
+            ("floor sha256", floor.sha256),
+            *(("enforced", line) for line in floor.enforced),
+        ]
     if result.factories:
         groups["User code (factories the policy named)"] = [
             (

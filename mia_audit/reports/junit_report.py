@@ -98,6 +98,10 @@ def _properties(suite: ET.Element, result: Result) -> None:
         values["gate.evaluated_on"] = str(result.gate.evaluated_on)
     if result.baseline is not None:
         values["baseline.sha256"] = result.baseline.sha256
+    if result.floor is not None:
+        values["floor.sha256"] = result.floor.sha256
+        values["floor.source"] = result.floor.path or result.floor.source
+        values["floor.enforced"] = "; ".join(result.floor.enforced)
     for name, value in values.items():
         ET.SubElement(properties, "property", {"name": name, "value": xml_text(value)})
 

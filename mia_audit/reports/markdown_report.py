@@ -1,4 +1,4 @@
-"""summary.md: a short Markdown summary for `$GITHUB_STEP_SUMMARY` (README, Reports).
+"""summary.md: a short Markdown summary for `$GITHUB_STEP_SUMMARY` (docs/reports.md).
 
 Plain string building, no templates. Every string that comes from the user (policy name, attack
 ids, paths, notes) goes through `escape` so it can neither break a table nor inject HTML. The
@@ -364,12 +364,24 @@ def factory_lines(result: Result) -> list[str]:
     return [*lines, ""]
 
 
+def floor_lines(result: Result) -> list[str]:
+    """The floor the policy met: never cut, so a reader sees what the gate could not skip."""
+    floor = result.floor
+    if floor is None:
+        return []
+    where = escape(floor.path or floor.source)
+    lines = [f"**Floor:** {where}, sha256 {escape(floor.sha256)}; the policy met:", ""]
+    lines += [f"- {escape(line)}" for line in floor.enforced]
+    return [*lines, ""]
+
+
 @register_format("markdown", "summary.md")
 def render_markdown(result: Result) -> bytes:
     body = [
         *verdict_lines(result),
         "",
         *factory_lines(result),
+        *floor_lines(result),
         *conditions_lines(result),
         "",
         *attacks_lines(result),

@@ -44,6 +44,6 @@ class OutputSpec(StrictModel):
     formats: tuple[OutputFormat, ...] = Field(
         ("json", "html", "markdown"),
         min_length=1,
-        description="Report formats (README, Reports): json (result.json), html (report.html), "
+        description="Report formats (docs/reports.md): json (result.json), html (report.html), "
         "markdown (summary.md), junit (junit.xml), and any a plugin registers.",
     )

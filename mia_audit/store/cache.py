@@ -14,7 +14,7 @@ Records only catch damage (a torn or flipped file, an entry copied under another
 can write the cache can write consistent records. The callers therefore also check behaviour:
 cached logits are re-computed on a random sample of rows (`mia_audit.models.spot_check`), cached
 reference models must fit their own training samples better than held-out ones
-(`mia_audit.references.fit`). README.md, Security, says what the cache trusts.
+(`mia_audit.references.fit`). docs/security.md says what the cache trusts.
 
 The record is written before the payload (each atomically), so a payload on disk always has its
 record: an interrupted write leaves at most a record without a payload, which is a plain miss.

@@ -3,7 +3,7 @@
 A float64 log-softmax written as shifted - log(sum(exp(shifted))) rounds -log p_y to exactly 0
 once the margin passes ~37 (log(1 + 1e-17) == 0), so a loss attack on a confident model ties
 most of its samples; the signals must stay exact to float64 rounding as long as the result
-itself is a normal float64 (README, "Attacks").
+itself is a normal float64 (docs/output-precision.md).
 """
 
 from __future__ import annotations

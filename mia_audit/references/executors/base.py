@@ -9,7 +9,7 @@ registered like attacks (`mia_audit.references.executors`).
 An executor that trains far from the caller may also run each model where it trained it (its
 `predicts_where_trained` is true): it then receives `InferenceData` and each task's `outputs`,
 and hands the model's logits back with its weights, so that the weights do not travel twice.
-The caller still vouches for those logits as for cached ones (README, Security).
+The caller still vouches for those logits as for cached ones (docs/security.md).
 """
 
 from __future__ import annotations

@@ -13,11 +13,11 @@ uses this executor; the config class below imports nothing of it, so the policy 
 without Ray.
 
 Determinism: a model depends only on its job (rows and seed), the recipe, the code and the
-torch build, plus the number of threads torch uses on a CPU. Each task sets torch's threads to
-`cpus_per_task`, so a CPU worker trains bit for bit the model a local run trains with as many
-threads (`torch.get_num_threads()`, by default the machine's cores), on the same CPU
-architecture and torch build. GPU training is not bit-reproducible across runs in general
-(cuDNN picks its algorithms), locally or on a cluster.
+torch build. The number of threads torch trains with on a CPU changes the rounding, so it is
+part of the recipe (`reference_training.threads`, default 1) and the trainer sets it on every
+executor: a CPU worker trains bit for bit the model a local run trains, whatever
+`cpus_per_task`, on the same CPU architecture and torch build. GPU training is not
+bit-reproducible across runs in general (cuDNN picks its algorithms), locally or on a cluster.
 
 Faults: a task whose worker process or node dies is re-run up to `max_retries` times by Ray; an
 exception raised by the training code is not retried (it would fail again) and ends the run
@@ -107,8 +107,8 @@ class RayExecutorConfig(ExecutorConfig):
         ge=1,
         le=1024,
         description=(
-            "CPUs each task reserves, and the torch threads it trains with (a CPU worker "
-            "trains bit-identical models to a local run with as many threads)."
+            "CPUs each task reserves, and the torch threads it computes logits with; models "
+            "train with reference_training.threads, as in a local run."
         ),
     )
     max_retries: int = Field(
