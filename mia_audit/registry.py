@@ -43,6 +43,8 @@ class Registry(Generic[T]):
         self.name_of = name_of
         self.module_of = module_of or _origin
         self._entries: dict[str, T] = {}
+        #: Where each plugin entry came from (its entry point and distribution), by name.
+        self._plugins: dict[str, str] = {}
         self._loaded = False
 
     def register(self, name: str, entry: T) -> T:
@@ -78,8 +80,15 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         return self.entries()[name]
 
+    def plugin_origin(self, name: str) -> str | None:
+        """`entry point 'x' (module:object) of distribution pkg 1.0` for a plugin's entry;
+        None for a built-in one."""
+        self.entries()
+        return self._plugins.get(name)
+
     def _load_plugin(self, point: importlib.metadata.EntryPoint) -> None:
         where = f"entry point {point.name!r} ({point.value}) in group {self.entry_point_group}"
+        before = set(self._entries)
         try:
             loaded = point.load()
         except Exception as error:  # third-party code: any failure is possible
@@ -89,6 +98,12 @@ class Registry(Generic[T]):
             ) from None
         if not isinstance(loaded, types.ModuleType):
             self.register(self.name_of(loaded), loaded)
+        dist = getattr(point, "dist", None)
+        origin = f"entry point {point.name!r} ({point.value})"
+        if dist is not None:
+            origin += f" of distribution {dist.metadata['Name']} {dist.version}"
+        for name in set(self._entries) - before:
+            self._plugins[name] = origin
 
 
 def _origin(entry: object) -> str:

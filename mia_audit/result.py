@@ -442,12 +442,28 @@ class Result(ResultModel):
     dp_claim: DpClaimResult | None = Field(
         None, description="The DP claim's check (only when the policy states model.dp_claim)."
     )
+    sha256: str | None = Field(
+        None,
+        description="sha256 of every other field, as canonical JSON (sorted keys, no spaces): "
+        "written with the file; `mia-audit render` refuses a result.json that does not match.",
+    )
 
     def attack(self, attack_id: str) -> AttackResult:
         return next(a for a in self.attacks if a.id == attack_id)
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), indent=2, allow_nan=False) + "\n"
+        document = self.model_dump(mode="json")
+        document["sha256"] = content_sha256(document)
+        return json.dumps(document, indent=2, allow_nan=False) + "\n"
+
+
+def content_sha256(document: dict[str, Any]) -> str:
+    """The integrity hash of a result.json document: every field but `sha256` itself."""
+    import hashlib
+
+    content = {key: value for key, value in document.items() if key != "sha256"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def result_json_schema() -> dict[str, Any]:

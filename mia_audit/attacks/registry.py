@@ -50,6 +50,11 @@ def attack_class(name: str) -> AttackClass:
     return ATTACKS.get(name)
 
 
+def attack_origin(name: str) -> str | None:
+    """Where a plugin attack came from (entry point and distribution); None if built in."""
+    return ATTACKS.plugin_origin(name)
+
+
 def attack_config(name: str) -> type[AttackConfig]:
     return attack_class(name).config_type
 

@@ -13,9 +13,18 @@ FloatArray = np.ndarray
 
 
 def log_softmax(logits: np.ndarray) -> FloatArray:
+    """log p_k = (z_k - z_max) - log1p(sum over the other classes of exp(z_j - z_max)).
+
+    The top class's exp(0) = 1 is taken out of the sum, so log p of a confident prediction is
+    -(the rest) and not log(1 + rest), which rounds to exactly 0 once the margin passes ~37.
+    Exact to float64 rounding until the rest underflows (margins beyond ~745).
+    """
     z = np.asarray(logits, dtype=np.float64)
-    shifted = z - z.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    top = z.argmax(axis=-1)[..., None]
+    shifted = z - np.take_along_axis(z, top, axis=-1)
+    rest = np.exp(shifted)
+    np.put_along_axis(rest, top, 0.0, axis=-1)
+    return shifted - np.log1p(rest.sum(axis=-1, keepdims=True))
 
 
 def _take_label(values: np.ndarray, labels: np.ndarray) -> FloatArray:
@@ -31,10 +40,24 @@ def _without_label(values: np.ndarray, labels: np.ndarray, fill: float) -> Float
     return out
 
 
+def _logsumexp_parts(values: np.ndarray) -> tuple[FloatArray, FloatArray]:
+    """log sum exp over the last axis as (top, tail), their sum the result: the top term's
+    exp(0) = 1 is taken out of the sum (tail = log1p of the rest), as in `log_softmax`, and
+    kept apart so a caller subtracting a number close to `top` loses no digits."""
+    index = values.argmax(axis=-1)[..., None]
+    top = np.take_along_axis(values, index, axis=-1)
+    present = np.isfinite(top)
+    top = np.where(present, top, 0.0)
+    rest = np.exp(values - top)
+    np.put_along_axis(rest, index, 0.0, axis=-1)
+    with np.errstate(divide="ignore"):
+        tail = np.where(present, np.log1p(rest.sum(axis=-1, keepdims=True)), -np.inf)
+    return top[..., 0], tail[..., 0]
+
+
 def _logsumexp(values: np.ndarray) -> FloatArray:
-    top = values.max(axis=-1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    return (top + np.log(np.exp(values - top).sum(axis=-1, keepdims=True)))[..., 0]
+    top, tail = _logsumexp_parts(values)
+    return top + tail
 
 
 def log1mexp(log_p: np.ndarray) -> FloatArray:
@@ -54,7 +77,7 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> FloatArray:
 
 
 def true_class_probability(logits: np.ndarray, labels: np.ndarray) -> FloatArray:
-    """p_y: the confidence attack's statistic."""
+    """p_y (rounds to 1 once the margin passes ~37: rank by its logarithm instead)."""
     return np.exp(true_class_log_probability(logits, labels))
 
 
@@ -70,8 +93,8 @@ def scaled_logit(logits: np.ndarray, labels: np.ndarray) -> FloatArray:
     LiRA's statistic: it is close to Gaussian across models, unlike p_y itself.
     """
     z = np.asarray(logits, dtype=np.float64)
-    others = _logsumexp(_without_label(z, labels, -np.inf))
-    return _take_label(z, labels) - others
+    top, tail = _logsumexp_parts(_without_label(z, labels, -np.inf))
+    return (_take_label(z, labels) - top) - tail
 
 
 def hinge_margin(logits: np.ndarray, labels: np.ndarray) -> FloatArray:

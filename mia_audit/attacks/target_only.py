@@ -24,7 +24,8 @@ def member_score(signal: str) -> Signal:
 
 _SCORES: dict[str, Signal] = {
     "loss": lambda logits, labels: -signals.cross_entropy(logits, labels),
-    "confidence": signals.true_class_probability,
+    # log p_y ranks as p_y does, and stays distinct where p_y itself rounds to 1.
+    "confidence": signals.true_class_log_probability,
     "entropy": lambda logits, labels: -signals.entropy(logits),
     "modified_entropy": lambda logits, labels: -signals.modified_entropy(logits, labels),
     "logit_margin": signals.scaled_logit,
@@ -87,7 +88,7 @@ class ConfidenceAttack(_SignalAttack[ConfidenceConfig]):
     name = "confidence"
     config_type = ConfidenceConfig
     signal = "confidence"
-    summary = "Softmax probability of the true class."
+    summary = "Softmax probability of the true class (scored as its logarithm)."
 
 
 @register

@@ -355,6 +355,19 @@ def _check_writable(directory: Path) -> None:
         ) from None
 
 
+def _check_writable_without_creating(directory: Path) -> None:
+    """`_check_writable` for validate, which leaves no folder behind: the folder, or the
+    nearest one above it that exists, must take a new file."""
+    existing = directory
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing == directory or not existing.is_dir():
+        _check_writable(directory)  # an existing folder (or a file in the way: its error)
+        return
+    if not os.access(existing, os.W_OK | os.X_OK):
+        _check_writable(directory)  # raises with the system's reason
+
+
 def _remove_if_empty(directory: Path) -> None:
     with contextlib.suppress(OSError):
         directory.rmdir()
@@ -437,7 +450,7 @@ def _load_result(path: Path) -> Any:
             f"{SCHEMA_VERSION}; render it with the mia-audit that wrote it, or re-run the audit"
         )
     try:
-        return Result.model_validate(document)
+        result = Result.model_validate(document)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "top level"
@@ -445,6 +458,34 @@ def _load_result(path: Path) -> Any:
             f"{path}: not a mia-audit result.json ({where}: {first['msg']}"
             f"{_more(error.error_count() - 1)})"
         ) from None
+    _check_intact(path, document, result)
+    return result
+
+
+def _check_intact(path: Path, document: dict[str, Any], result: Any) -> None:
+    """A result that contradicts itself, or whose content no longer matches the sha256 `run`
+    recorded, is refused: render must never turn an edited FAIL into a PASS report."""
+    from mia_audit.errors import InputError
+    from mia_audit.gate.consistency import contradictions
+    from mia_audit.result import content_sha256
+
+    problems = contradictions(result)
+    if problems:
+        raise InputError(
+            f"{path}: {problems[0]}; the result contradicts itself (edited after `mia-audit "
+            f"run` wrote it?): re-run the audit{_more(len(problems) - 1)}"
+        )
+    recorded = document.get("sha256")
+    if recorded is None:
+        raise InputError(
+            f"{path}: sha256: missing, so its content cannot be checked; render the result.json "
+            "that `mia-audit run` wrote, or re-run the audit"
+        )
+    if recorded != content_sha256(document):
+        raise InputError(
+            f"{path}: sha256: does not match the file's content (edited after `mia-audit run` "
+            "wrote it?); render the result.json as run wrote it, or re-run the audit"
+        )
 
 
 _RENDER_ADVICE = (
@@ -502,6 +543,7 @@ def validate(
     architecture, classes, input size) and the data, without scoring anything (exit 0 or 2)."""
     with _guard(verbose):
         from mia_audit.cli.console import ConsoleProgress
+        from mia_audit.pipeline.preflight import check_before_scoring
         from mia_audit.pipeline.prepare import prepare_run
         from mia_audit.pipeline.run import inputs_from_policy
         from mia_audit.policy.floor_rules import check_against_floor
@@ -512,9 +554,14 @@ def validate(
         check_against_floor(loaded.policy, floor)
         check_paths_exist(loaded.policy)
         _check_mlflow_output(loaded.policy)
+        _check_writable_without_creating(loaded.policy.outputs.dir)
         progress = ConsoleProgress(quiet=quiet, verbose=verbose)
         try:
-            prepared = prepare_run(inputs_from_policy(loaded, floor), progress, device="cpu")
+            inputs = inputs_from_policy(loaded, floor)
+            # probes on the CPU, unless runtime.max_minutes needs run's estimate on its device
+            estimate = loaded.policy.runtime.max_minutes is not None
+            prepared = prepare_run(inputs, progress, device=None if estimate else "cpu")
+            check_before_scoring(inputs, prepared, progress)
         finally:
             progress.close()
         text = _validated_text(prepared)

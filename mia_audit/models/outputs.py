@@ -27,8 +27,12 @@ from mia_audit.models.classifier import Classifier
 
 DeclaredOutputs = Literal["auto", "logits", "probabilities", "labels"]
 
-#: How far a row may sum from 1 and still read as probabilities (a float32 softmax is ~1e-7 off).
+#: How far a row may sum from 1 and still read as probabilities (a float32 softmax is ~1e-7 off);
+#: rows rounded to half precision get a tolerance of their own (`probability_tolerance`).
 PROBABILITY_TOLERANCE = 1e-3
+#: Machine epsilon of the half-precision formats a softmax head may round its rows to.
+_FLOAT16_EPS = float(np.finfo(np.float16).eps)  # 2**-10
+_BFLOAT16_EPS = 2.0**-7  # 8 significant bits
 #: log of a probability that underflowed to 0 in the model's float32 softmax: the log of the
 #: smallest positive float32, so such a class reads as "at most this likely", never as -inf.
 LOG_PROBABILITY_FLOOR = float(np.log(np.finfo(np.float32).smallest_subnormal))
@@ -54,15 +58,36 @@ def is_one_hot(outputs: np.ndarray) -> bool:
     )
 
 
+def value_precision(outputs: np.ndarray) -> float:
+    """Machine epsilon of the narrowest float format that holds every value exactly: float16
+    or bfloat16 for a head that rounds its outputs to half precision (they arrive as float32:
+    the classifiers widen them), else float32's."""
+    values = np.asarray(outputs, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        if np.array_equal(values.astype(np.float16).astype(np.float32), values):
+            return _FLOAT16_EPS
+    if not (np.ascontiguousarray(values).view(np.uint32) & 0xFFFF).any():
+        return _BFLOAT16_EPS  # bfloat16 is float32 with the low 16 bits cut
+    return float(np.finfo(np.float32).eps)
+
+
+def probability_tolerance(outputs: np.ndarray) -> float:
+    """How far a row of these outputs may sum from 1: PROBABILITY_TOLERANCE, or for rows
+    rounded to half precision the format's epsilon times the number of classes (every one of
+    the C entries, and the softmax's sum, rounded at that precision)."""
+    classes = outputs.shape[-1] if outputs.ndim == 2 else 1
+    return max(PROBABILITY_TOLERANCE, value_precision(outputs) * classes)
+
+
 def is_probability_rows(outputs: np.ndarray) -> bool:
-    """Rows of non-negative numbers that sum to 1 (within a float32 softmax's rounding)."""
+    """Rows of non-negative numbers that sum to 1 (within the rounding of their precision)."""
     rows = np.asarray(outputs, dtype=np.float64)
     return bool(
         rows.ndim == 2
         and rows.size > 0
         and np.isfinite(rows).all()
         and (rows >= 0).all()
-        and np.allclose(rows.sum(axis=1), 1.0, rtol=0.0, atol=PROBABILITY_TOLERANCE)
+        and np.allclose(rows.sum(axis=1), 1.0, rtol=0.0, atol=probability_tolerance(outputs))
     )
 
 
@@ -192,6 +217,8 @@ class LabelVectorClassifier(_WrappedClassifier):
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         indices = np.asarray(self.inner(batch))
+        if indices.ndim == 2 and indices.shape[1] == 1:  # an (n, 1) column of indices
+            indices = indices[:, 0]
         if not is_label_vector(indices):
             raise ModelError(
                 f"the model returned outputs of shape {indices.shape} that are not class "

@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 
 from mia_audit.attacks.base import Attack, AttackContext
+from mia_audit.attacks.registry import attack_origin
 from mia_audit.data.audit import AuditSet
 from mia_audit.errors import (
     AuditError,
+    MiaAuditError,
 )
 from mia_audit.evaluation import breakdowns as evaluation
 from mia_audit.evaluation.evaluate import (
@@ -63,7 +65,7 @@ def run_attacks(
         label = attack.config.label
         with timer.phase(f"attack:{label}"), progress.stage(f"attack {label}", None):
             start = time.perf_counter()
-            output = attack.score(context)
+            output = _score(attack, context)
             scores = np.asarray(output.scores, dtype=np.float64)
             if scores.shape != audit_set.labels.shape or not np.isfinite(scores).all():
                 raise AuditError(
@@ -76,10 +78,38 @@ def run_attacks(
         results.append(result)
         scores_by_attack[label] = scores
     preconditions.check_attacks_oriented(audit_set.is_member, scores_by_attack)
-    preconditions.check_swapped_view(
-        policy.gate, audit_set.is_member, audit_set.labels, scores_by_attack
-    )
     return results, scores_by_attack
+
+
+def _score(attack: Attack[Any], context: AttackContext) -> Any:
+    """The attack's output; a plugin's failure names the attack and where it came from (exit 3),
+    not an internal error of mia-audit."""
+    try:
+        return attack.score(context)
+    except MiaAuditError:
+        raise
+    except Exception as error:
+        origin = attack_origin(attack.name)
+        if origin is None:
+            raise
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise AuditError(
+            f"attack {attack.config.label!r}: the plugin attack {attack.name!r} ({origin}) "
+            f"failed: {type(error).__name__}: {first}; fix or uninstall that package, or remove "
+            "the attack from the policy"
+        ) from error
+
+
+def constant_score_notes(scores_by_attack: dict[str, np.ndarray]) -> list[str]:
+    """A note for each attack that gave every sample the same score: it cannot tell members
+    from non-members, so its figures say nothing about the model."""
+    return [
+        f"attack {label!r} gave every sample the same score ({float(scores[0]):.6g}): it cannot "
+        "tell members from non-members, so its AUC of 0.5 says nothing about the model; check "
+        "the attack (a signal that saturates, a plugin that ignores its input)"
+        for label, scores in scores_by_attack.items()
+        if len(scores) and np.ptp(scores) == 0
+    ]
 
 
 def _samples(context: AttackContext, audit_set: AuditSet) -> AuditSamples:

@@ -237,20 +237,21 @@ def check_attacks_oriented(
             )
 
 
-def check_swapped_view(
+def swapped_view_problem(
     gate: GateSpec,
     is_member: np.ndarray,
     labels: np.ndarray,
     scores_by_attack: Mapping[str, np.ndarray],
-) -> None:
-    """The gate, read as if members and non-members had been swapped, must hold too.
+) -> str | None:
+    """The gate, read as if members and non-members had been swapped, must hold too; the
+    first condition it fails, as the message that says the data look swapped, or None.
 
     Swapping the sides mirrors an attack (AUC becomes 1 - AUC), so a model that leaks beyond
     a limit passes a swapped audit. For every attack scoring members below non-members, its
-    AUC, advantage, TPRs and class AUCs are recomputed with the sides exchanged; a condition
-    that this view fails means the data look swapped (exit 2). On honest data this happens as
-    often as the honest view fails the same condition by chance, which the minimum sample sizes
-    keep rare.
+    AUC, advantage, TPRs and class AUCs are recomputed with the sides exchanged. On honest data
+    a mirrored view fails as often as the honest view fails the same condition by chance (an
+    attack near chance lands below 0.5 half the time), so the caller refuses only a run the
+    honest view passes: one that fails is a FAIL either way (docs/preconditions-false-alarms.md).
     """
     members = is_member.astype(bool)
     for label, scores in scores_by_attack.items():
@@ -264,13 +265,26 @@ def check_swapped_view(
                 continue
             value = _mirrored_value(condition_id, limit, ~members, labels, scores)
             if value is not None and value > limit.max:
-                raise InputError(
+                return (
                     f"data: members and non-members look swapped: attack {label!r} scores "
                     f"the members below the non-members (AUC {auc(members, scores):.3f}), and "
                     f"with the sides exchanged it would fail {condition_id.field} "
-                    f"({value:.3f} > {limit.max:g}); "
-                    f"{_SWAP_HINT}"
+                    f"({value:.3f} > {limit.max:g})"
                 )
+    return None
+
+
+def check_swapped_view(problem: str | None, gate_passed: bool) -> list[str]:
+    """Refuse (exit 2) a passing run whose swapped view fails; a failing run keeps its FAIL,
+    with a note (it cannot pass whichever way the sides are)."""
+    if problem is None:
+        return []
+    if gate_passed:
+        raise InputError(f"{problem}; {_SWAP_HINT}")
+    return [
+        f"{problem.removeprefix('data: ')}; the gate fails with the sides as given too, so "
+        "the verdict is FAIL either way (if the data are swapped, " + _SWAP_HINT + ")"
+    ]
 
 
 def _mirrored_value(

@@ -99,6 +99,7 @@ def prepare_run(
     with progress.stage("loading the data and the model"):
         chosen = device or resolve_device(policy.runtime.device)
         sets = inputs.load_sets()
+        check_pixel_scale(sets, policy.preprocessing.normalises)
         model = inputs.load_model(chosen)
         preprocess = preprocessor(policy)
         check_image_shapes(sets, _model_accepts(model, preprocess))
@@ -160,6 +161,34 @@ def _class_sizes(audit_set: AuditSet) -> list[tuple[int, int]]:
         (int((members & (labels == c)).sum()), int((~members & (labels == c)).sum()))
         for c in np.unique(labels)
     ]
+
+
+# --- pixel scale -------------------------------------------------------------------------------
+
+
+def check_pixel_scale(sets: LoadedSets, normalises: bool) -> None:
+    """Float images must be on the 0..1 scale the preprocessing's mean and std are given on:
+    0..255 floats would reach the model 255 times too bright, and the weak-target check would
+    refuse the audit without saying why. (With `preprocessing: none` the model takes the values
+    as they are.)"""
+    if not normalises:
+        return
+    for part in sets.parts.values():
+        images = part.images
+        if images.dtype == np.uint8 or not len(part):
+            continue
+        low, high = float(images.min()), float(images.max())
+        if low >= 0.0 and high <= 1.0:
+            continue
+        advice = (
+            "divide them by 255 or save them as uint8" if high > 1.0 else "save them unnormalised"
+        )
+        raise InputError(
+            f"{part.source}: float images range from {low:.4g} to {high:.4g}, outside the 0..1 "
+            "scale of preprocessing's mean and std, so the model would see wrongly scaled input; "
+            f"{advice} (float pixels are read as 0..1, uint8 as 0..255), or set "
+            "preprocessing: none if the model takes these values as they are"
+        )
 
 
 # --- image shapes ---------------------------------------------------------------------------------

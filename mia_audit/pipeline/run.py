@@ -35,7 +35,7 @@ from mia_audit.models.architectures import describe_factories
 from mia_audit.models.loading import load_target
 from mia_audit.models.oracle import ClassifierOracle
 from mia_audit.pipeline import preconditions
-from mia_audit.pipeline.attacks import run_attacks
+from mia_audit.pipeline.attacks import constant_score_notes, run_attacks
 from mia_audit.pipeline.inputs import (
     AuditData,
     AuditInputs,
@@ -163,9 +163,15 @@ def audit_prepared(
     results, scores = run_attacks(
         prepared.attacks, context, audit_set, policy, prepared.progress, timer
     )
+    notes += _said(prepared, constant_score_notes(scores))
     privacy = _privacy_checks(prepared, one_run, scores, timer)
+    conditions = _gate_conditions(prepared, results, privacy)
+    swapped = preconditions.swapped_view_problem(
+        policy.gate, audit_set.is_member, audit_set.labels, scores
+    )
+    notes += _said(prepared, preconditions.check_swapped_view(swapped, gate_passed(conditions)))
     notes = [*notes, *privacy.notes, *trust.notes]
-    result = _result(prepared, target, results, notes, references_fit, timer, privacy)
+    result = _result(prepared, target, results, conditions, notes, references_fit, timer, privacy)
     return AuditResult(result, scores, audit_set.is_member, audit_set.labels, audit_set.ids)
 
 
@@ -210,10 +216,32 @@ def _oracle(prepared: PreparedRun) -> ClassifierOracle | None:
     )
 
 
+def _said(prepared: PreparedRun, notes: list[str]) -> list[str]:
+    """`notes`, each also shown as the run goes."""
+    for note in notes:
+        prepared.progress.note(note)
+    return notes
+
+
+def _gate_conditions(
+    prepared: PreparedRun, results: list[AttackResult], privacy: PrivacyChecks
+) -> list[Condition]:
+    """Every gate condition, evaluated: the policy's, then the DP claim's."""
+    conditions = evaluate_gate(
+        prepared.policy.gate,
+        gate_metrics_by_attack(results, prepared.policy.gate),
+        baseline=prepared.baseline,
+        today=prepared.today,
+        extra_epsilon=privacy.extra_epsilon,
+    )
+    return [*conditions, *privacy.conditions]
+
+
 def _result(
     prepared: PreparedRun,
     target: ViewLogits,
     results: list[AttackResult],
+    conditions: list[Condition],
     notes: list[str],
     references: ReferenceFit | None,
     timer: Timer,
@@ -226,14 +254,6 @@ def _result(
         prepared.baseline,
         prepared.today,
     )
-    conditions = evaluate_gate(
-        policy.gate,
-        gate_metrics_by_attack(results, policy.gate),
-        baseline=baseline,
-        today=today,
-        extra_epsilon=privacy.extra_epsilon,
-    )
-    conditions += privacy.conditions
     passed = gate_passed(conditions)
     return Result(
         tool=ToolInfo(version=__version__),

@@ -77,6 +77,7 @@ def check_model(
     probe = preprocess(audit_set.images[: min(8, len(audit_set.images))])
     outputs = run_batch(model.classifier, probe)
     _check_batch_independent(model, probe, outputs, policy)
+    outputs = _index_column_as_vector(outputs)
     label_vector = outputs.ndim == 1
     if label_vector and not is_label_vector(outputs):
         raise ModelError(
@@ -104,6 +105,20 @@ def check_model(
     precision = choose_precision(model.classifier, probe, policy.runtime.precision)
     classifier = at_precision(model.classifier, precision)
     return num_classes, replace(model, classifier=classifier, precision=precision), decision
+
+
+def _index_column_as_vector(outputs: Any) -> Any:
+    """An (n, 1) output is one value per image: class indices (an argmax head that keeps its
+    dimension), never one logit of a one-class model."""
+    if outputs.ndim != 2 or outputs.shape[1] != 1:
+        return outputs
+    if not is_label_vector(outputs[:, 0]):
+        raise ModelError(
+            f"the model returned one column per image ({outputs.shape}) that is not class "
+            "indices; a classifier returns (n, classes) logits or probabilities, or labels "
+            "as (n,) or (n, 1) class indices"
+        )
+    return outputs[:, 0]
 
 
 def _check_batch_independent(

@@ -400,8 +400,28 @@ class RayExecutor:
                 "this machine can reach it (a firewall, a port-forward to the head node)"
             ) from None
 
+    @classmethod
+    def preflight(cls, config: Any) -> None:
+        """What `connect` would refuse, checked without starting or joining a cluster (for
+        `mia-audit validate`): an address nothing answers at, a task larger than this machine
+        for `address: local`."""
+        assert isinstance(config, RayExecutorConfig)
+        import_ray()
+        if config.address == "local":
+            _check_fits(config, {"CPU": float(os.cpu_count() or 1), "GPU": _local_gpus()})
+            return
+        address = _explicit_address(config.address) or os.environ.get("RAY_ADDRESS")
+        cls(config)._check_reachable(address)
+
     def _check_resources(self, ray: ModuleType) -> None:
-        """Say so when no node of the cluster, as it is now, can run one task."""
+        """Refuse a task no node of the instance this run started can ever fit (it would
+        wait forever); on a cluster that may add nodes, say so."""
+        if self._opened and self.config.address == "local":
+            try:
+                _check_fits(self.config, ray.cluster_resources())
+            except PolicyError:
+                self.close()
+                raise
         if self.notify is None:
             return
         try:
@@ -484,6 +504,29 @@ class RayExecutor:
             ) from None
         assert isinstance(result, GroupResult)
         return result
+
+
+def _check_fits(config: RayExecutorConfig, resources: Any) -> None:
+    """`address: local` is one node with this machine's resources and no autoscaler: a task
+    that asks for more can never start (exit 2 naming the key)."""
+    for key, name, asked in (
+        ("cpus_per_task", "CPU", float(config.cpus_per_task)),
+        ("gpus_per_task", "GPU", float(config.gpus_per_task)),
+    ):
+        available = float(resources.get(name, 0.0))
+        if asked > available:
+            raise PolicyError(
+                f"runtime.executor.{key}: is {asked:g} but the Ray instance `address: local` "
+                f"starts on this machine has {available:g} {name}s, so no task could ever "
+                f"start; set {key} to at most {available:g}, or give the address of a cluster "
+                "with larger nodes"
+            )
+
+
+def _local_gpus() -> float:
+    import torch
+
+    return float(torch.cuda.device_count()) if torch.cuda.is_available() else 0.0
 
 
 def _explicit_address(address: str) -> str | None:
