@@ -68,7 +68,9 @@ def _figure_problems(result: Result, where: str, condition: Condition) -> list[s
             )
             continue
         try:
-            figure = gate_metrics(attacks[attack_id]).value(condition_id, condition.statistic)
+            fprs = () if condition.fpr is None else (condition.fpr,)
+            metrics = gate_metrics(attacks[attack_id], fprs)
+            figure = metrics.value(condition_id, condition.statistic)
         except KeyError:
             problems.append(f"{where}.per_attack: attack {attack_id!r} has no {condition.id}")
             continue

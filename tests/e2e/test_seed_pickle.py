@@ -51,7 +51,7 @@ def seed_pickle(tmp_path: Path) -> Path:
 
 def test_seed_pickle_needs_allow_pickle(seed_pickle: Path) -> None:
     with pytest.raises(InputError, match=r"data.members: .*pub.pt.*allow_pickle"):
-        load_image_set(seed_pickle, field="data.members")
+        load_image_set(seed_pickle, allow_pickle=False, field="data.members")
 
 
 def test_seed_pickle_loads_without_the_classes(seed_pickle: Path) -> None:
