@@ -62,19 +62,6 @@ def accountant_epsilon(dp: DpRecipe, n: int, recipe: TrainingRecipe, delta: floa
     return float(accountant.get_epsilon(delta=delta))
 
 
-def _optimizer(model: nn.Module, recipe: TrainingRecipe) -> torch.optim.Optimizer:
-    import torch
-
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(
-        model.parameters(),
-        lr=recipe.lr,
-        momentum=recipe.momentum,
-        weight_decay=recipe.weight_decay,
-    )
-
-
 def _learning_rate(recipe: TrainingRecipe, epoch: int) -> float:
     if recipe.schedule == "constant":
         return recipe.lr
@@ -90,7 +77,7 @@ def train_dp(
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
-    from mia_audit.references.training import DeviceData
+    from mia_audit.references.training import DeviceData, optimizer_for
 
     # Opacus warns of its non-cryptographic noise RNG (seeded here on purpose: the audit must
     # be reproducible) and of hooks on inputs without gradients (the first layer's).
@@ -102,7 +89,7 @@ def train_dp(
     loader = DataLoader(rows, batch_size=recipe.batch_size, generator=_generator(seed, 1))
     model, optimizer, loader = PrivacyEngine(accountant="rdp").make_private(
         module=model,
-        optimizer=_optimizer(model, recipe),
+        optimizer=optimizer_for(model, recipe),
         data_loader=loader,
         noise_multiplier=dp.noise_multiplier,
         max_grad_norm=dp.max_grad_norm,

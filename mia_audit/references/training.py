@@ -172,7 +172,7 @@ class _Run:
         self.model.train()
         self.generator = torch.Generator(device=device).manual_seed(job.seed)
         self.rows = torch.from_numpy(job.index.astype(np.int64)).to(device)
-        self.optimizer = _optimizer(self.model, recipe)
+        self.optimizer = optimizer_for(self.model, recipe)
         steps = recipe.epochs * _steps_per_epoch(len(job.index), recipe.batch_size)
         self.scheduler = _scheduler(self.optimizer, recipe, steps)
         self.stream = torch.cuda.Stream() if device == "cuda" else None  # type: ignore[no-untyped-call]
@@ -233,7 +233,8 @@ def _train_lockstep(runs: Sequence[_Run], recipe: TrainingRecipe, advance: Advan
         run.model.eval()
 
 
-def _optimizer(model: nn.Module, recipe: TrainingRecipe) -> torch.optim.Optimizer:
+def optimizer_for(model: nn.Module, recipe: TrainingRecipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer over `model` (the DP-SGD trainer wraps the same one)."""
     import torch
 
     if recipe.optimizer == "adamw":

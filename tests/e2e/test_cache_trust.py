@@ -32,7 +32,7 @@ from mia_audit.pipeline.target import preprocessor
 from mia_audit.policy.loading import load_policy
 from mia_audit.store.cache import ContentStore, entry_key, logits_store, record_path
 from mia_audit.store.hashing import arrays_sha256, file_sha256
-from tests.conftest import DigitsTarget, RunCli, notes_besides_outputs
+from tests.conftest import DigitsTarget, RunCli, notes_besides_outputs, without_keys
 
 GATE_AUC = 0.6
 POLICY = {
@@ -107,11 +107,7 @@ def run(audited: Audited, run_cli: RunCli) -> tuple[int, str, dict[str, Any]]:
 
 
 def without_varying(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: without_varying(v) for k, v in value.items() if k not in VARYING}
-    if isinstance(value, list):
-        return [without_varying(v) for v in value]
-    return value
+    return without_keys(value, VARYING)
 
 
 def assert_same_audit(result: dict[str, Any], honest: dict[str, Any]) -> None:

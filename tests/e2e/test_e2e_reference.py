@@ -25,6 +25,7 @@ from tests.conftest import (
     merged_policy,
     notes_besides_outputs,
     policy_file,
+    without_keys,
     without_progress,
     write_small_population,
 )
@@ -144,12 +145,9 @@ def test_onnx_target_without_reference_architecture_exits_2(folder: Path, run_cl
 VARYING = frozenset({"seconds", "timings", "evaluated_on", "notes", "path", "dir"})
 
 
+
 def without_varying(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: without_varying(v) for k, v in value.items() if k not in VARYING}
-    if isinstance(value, list):
-        return [without_varying(v) for v in value]
-    return value
+    return without_keys(value, VARYING)
 
 
 def same_audit(result: dict[str, Any], other: dict[str, Any]) -> bool:
