@@ -55,6 +55,13 @@ def without_progress(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if not PROGRESS_LINE.match(line)]
 
 
+def environment_with_path(*folders: Path, **variables: str) -> dict[str, str]:
+    """This process's environment with `folders` ahead of PYTHONPATH (set or not) and
+    `variables` set: how a test lets the console script import a plugin or sitecustomize."""
+    paths = [*map(str, folders), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **variables}
+
+
 def notes_besides_outputs(result: dict[str, Any]) -> list[str]:
     """result.json's notes without the one that says what kind of outputs the model returns
     (every run has it; result.json also records the kind under `target.outputs`)."""

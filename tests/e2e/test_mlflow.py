@@ -26,7 +26,13 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import CONSOLE_SCRIPT, DigitsTarget, RunCli, without_progress
+from tests.conftest import (
+    CONSOLE_SCRIPT,
+    DigitsTarget,
+    RunCli,
+    environment_with_path,
+    without_progress,
+)
 
 mlflow = pytest.importorskip("mlflow")  # the `mlflow` extra; CI installs it (Makefile)
 
@@ -421,8 +427,7 @@ def test_without_the_extra_it_says_how_to_install(
     hide = tmp_path / "hide"
     hide.mkdir()
     (hide / "sitecustomize.py").write_text(HIDE_MLFLOW)
-    pythonpath = os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": pythonpath, "MLFLOW_TRACKING_URI": registry.server.uri}
+    env = environment_with_path(hide, MLFLOW_TRACKING_URI=registry.server.uri)
     registry_target = data_folder(registry, tmp_path, "registry-target")
     file_target = data_folder(registry, tmp_path, "file-target")
     (file_target / "target.onnx").symlink_to(registry.files / "target.onnx")

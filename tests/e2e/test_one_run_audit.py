@@ -96,19 +96,16 @@ def test_an_honest_noisy_recipe_passes_its_accountant(
 
 
 def refusal(run_cli: RunCli, policy: Path, *env_path: Path) -> str:
-    import os
-
-    from tests.conftest import CONSOLE_SCRIPT
+    from tests.conftest import CONSOLE_SCRIPT, environment_with_path
 
     if env_path:
         import subprocess
 
-        python_path = os.pathsep.join([*map(str, env_path), os.environ.get("PYTHONPATH", "")])
         done = subprocess.run(
             [str(CONSOLE_SCRIPT), "run", str(policy)],
             capture_output=True,
             text=True,
-            env={**os.environ, "PYTHONPATH": python_path},
+            env=environment_with_path(*env_path),
             timeout=600,
             check=False,
         )

@@ -5,7 +5,6 @@ anything), float images on the 0..255 scale (exit 2 naming the file, not a "weak
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import textwrap
 from pathlib import Path
@@ -14,7 +13,13 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import CONSOLE_SCRIPT, DigitsTarget, RunCli, without_progress
+from tests.conftest import (
+    CONSOLE_SCRIPT,
+    DigitsTarget,
+    RunCli,
+    environment_with_path,
+    without_progress,
+)
 
 PLUGIN = '''
 """Two attacks a plugin ships: one that raises, one that scores every sample alike."""
@@ -86,8 +91,7 @@ def write_policy(folder: Path, name: str, attacks: list[str], **data: str) -> Pa
 
 
 def run_with(site: Path, policy: Path) -> subprocess.CompletedProcess[str]:
-    paths = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "COLUMNS": "200"}
+    env = environment_with_path(site, COLUMNS="200")
     return subprocess.run(
         [str(CONSOLE_SCRIPT), "run", str(policy)],
         capture_output=True, text=True, env=env, timeout=900, check=False,

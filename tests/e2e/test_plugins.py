@@ -9,14 +9,13 @@ format is written, the executor trains the reference models.
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import CI_LIMIT_SECONDS, CONSOLE_SCRIPT, DigitsTarget
+from tests.conftest import CI_LIMIT_SECONDS, CONSOLE_SCRIPT, DigitsTarget, environment_with_path
 
 ATTACK = '''
 """An attack another package ships: the largest logit, averaged over the query views."""
@@ -116,8 +115,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_with(site: Path, *args: str | Path) -> tuple[int, str, str]:
     import subprocess
 
-    paths = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "COLUMNS": "200"}
+    env = environment_with_path(site, COLUMNS="200")
     completed = subprocess.run(
         [str(CONSOLE_SCRIPT), *map(str, args)],
         capture_output=True,

@@ -13,14 +13,18 @@ audit does by chance.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import CONSOLE_SCRIPT, DigitsTarget, without_progress
+from tests.conftest import (
+    CONSOLE_SCRIPT,
+    DigitsTarget,
+    environment_with_path,
+    without_progress,
+)
 
 NOISE = """
 from typing import Literal
@@ -78,7 +82,7 @@ def test_a_failing_run_keeps_its_fail_when_only_the_swapped_view_fails(
     document["runtime"]["device"] = "cpu"
     policy = folder / "policy.yaml"
     policy.write_text(yaml.safe_dump(document, sort_keys=False))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ["PYTHONPATH"]])}
+    env = environment_with_path(site)
 
     completed = subprocess.run(
         [str(CONSOLE_SCRIPT), "run", str(policy)],
