@@ -4,7 +4,9 @@ Only the fields the comparison needs are read (attack ids, AUC, TPR@FPR), so a b
 by an older or newer release of the same schema version still loads. A baseline of another
 schema version is refused with exit code 2: the metrics' conventions may differ between schema
 versions, so comparing them would be meaningless, and no migration exists (there has only been
-schema version 1 so far).
+schema version 1 so far). A baseline whose recorded `sha256` no longer matches its content
+was edited after `mia-audit run` wrote it (a lowered baseline AUC would hide an increase), and
+is refused too; one without `sha256` (written before releases recorded it) is read as it is.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mia_audit.errors import InputError
-from mia_audit.result import SCHEMA_VERSION, BaselineInfo
+from mia_audit.result import SCHEMA_VERSION, BaselineInfo, content_sha256
 
 
 class _Lenient(BaseModel):
@@ -66,6 +68,7 @@ def load_baseline(path: Path) -> Baseline:
         raise InputError(f"{where}: cannot read it ({error.strerror}); check the path") from None
     document = _parse_json(data, where)
     _check_schema_version(document, where)
+    _check_intact(document, where)
     try:
         parsed = _BaselineDocument.model_validate(document)
     except ValidationError as error:
@@ -104,4 +107,13 @@ def _check_schema_version(document: dict[str, Any], where: str) -> None:
             f"{where}: schema_version {version} cannot be compared: this mia-audit reads "
             f"schema_version {SCHEMA_VERSION}; re-run the baseline audit with this release "
             "(there is no migration between schema versions)"
+        )
+
+
+def _check_intact(document: dict[str, Any], where: str) -> None:
+    recorded = document.get("sha256")
+    if recorded is not None and recorded != content_sha256(document):
+        raise InputError(
+            f"{where}: sha256: does not match the file's content (edited after `mia-audit run` "
+            "wrote it?); use the result.json as run wrote it, or re-run the baseline audit"
         )

@@ -72,3 +72,12 @@ def test_end_to_end_upper_statistic_and_baseline(folder: Path, run_cli: RunCli) 
     assert refused.returncode == EXIT_INVALID
     (error,) = without_progress(refused.stderr)
     assert error.startswith("error: baseline: ") and "schema_version" in error
+
+    # A baseline edited after its run (its AUC raised, which would hide any increase) is refused.
+    edited = json.loads(previous.read_text())
+    edited["attacks"][0]["auc"] = 0.99
+    (folder / "edited.json").write_text(json.dumps(edited))
+    refused = run_cli("run", folder / "second.yaml", "--baseline", folder / "edited.json")
+    assert refused.returncode == EXIT_INVALID
+    (error,) = without_progress(refused.stderr)
+    assert error.startswith("error: baseline: ") and "sha256: does not match" in error

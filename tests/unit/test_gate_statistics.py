@@ -364,6 +364,24 @@ def test_baseline_of_another_schema_version_is_refused(tmp_path: Path) -> None:
         load_baseline(tmp_path / "missing.json")
 
 
+def test_a_baseline_edited_after_its_run_is_refused(tmp_path: Path) -> None:
+    from mia_audit.result import content_sha256
+
+    path = write_baseline(tmp_path / "r.json", {"loss": 0.6})
+    document = json.loads(path.read_text())
+    document["sha256"] = content_sha256(document)
+    path.write_text(json.dumps(document))
+    assert load_baseline(path).attacks["loss"].auc == 0.6  # intact
+    document["attacks"][0]["auc"] = 0.7
+    path.write_text(json.dumps(document))
+    with pytest.raises(InputError, match="sha256: does not match the file's content") as error:
+        load_baseline(path)
+    assert error.value.exit_code == EXIT_INVALID and str(error.value).startswith("baseline: ")
+    del document["sha256"]  # a result from before results recorded one is read as it is
+    path.write_text(json.dumps(document))
+    assert load_baseline(path).attacks["loss"].auc == 0.7
+
+
 def test_baseline_conditions_need_a_baseline_and_shared_attacks(tmp_path: Path) -> None:
     with pytest.raises(
         PolicyError, match=re.escape("pass --baseline previous/result.json or set gate.baseline")
