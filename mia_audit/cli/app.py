@@ -221,14 +221,12 @@ def run(
     """Run the audit the policy describes; exit 0 (pass), 1 (fail), 2 (invalid), 3 (error)."""
     with _guard(verbose) as done:
         from mia_audit.api import run_loaded
-        from mia_audit.policy.floor_rules import check_against_floor
         from mia_audit.reports.terminal import summary_text, verdict_line
 
         floor = _workflow_floor(floor_file, floor_max_auc, floor_max_tpr_at_fpr)
-        loaded = _load_with_overrides(
-            policy, output_dir, device, seed, formats, baseline=baseline, executor=executor
+        loaded = _load_under_floor(
+            floor, policy, output_dir, device, seed, formats, baseline=baseline, executor=executor
         )
-        check_against_floor(loaded.policy, floor)
         mlflow_output = loaded.policy.outputs.mlflow
         _check_mlflow_output(loaded.policy)
         out_dir = loaded.policy.outputs.dir
@@ -283,6 +281,23 @@ def _workflow_floor(path: Path | None, max_auc: float | None, tpr: list[str] | N
 
     options = parse_floor(max_auc, tpr or [])
     return with_gate_options(load_floor(path) if path else None, options)
+
+
+def _load_under_floor(floor: Any, path: Path, *overrides: Any, **named: Any) -> Any:
+    """The policy with the command line's overrides, refused (exit 2) where it is looser than
+    the floor: run, validate and plan hold a policy to the same floor."""
+    from mia_audit.policy.floor_rules import check_against_floor
+
+    loaded = _load_with_overrides(path, *overrides, **named)
+    check_against_floor(loaded.policy, floor)
+    return loaded
+
+
+def _floor_line(floor: Any, max_auc: float | None, tpr: list[str] | None) -> str:
+    """A line saying which floor the policy met (empty without a floor)."""
+    if floor is None:
+        return ""
+    return "\n" + printable(f"floor: {_floor_note(floor, max_auc, tpr)}")
 
 
 def _floor_note(floor: Any, max_auc: float | None, tpr: list[str] | None) -> str:
@@ -546,12 +561,10 @@ def validate(
         from mia_audit.pipeline.preflight import check_before_scoring
         from mia_audit.pipeline.prepare import prepare_run
         from mia_audit.pipeline.run import inputs_from_policy
-        from mia_audit.policy.floor_rules import check_against_floor
         from mia_audit.policy.loading import check_paths_exist
 
         floor = _workflow_floor(floor_file, floor_max_auc, floor_max_tpr_at_fpr)
-        loaded = _load_with_overrides(policy, None, None, None, None, baseline=baseline)
-        check_against_floor(loaded.policy, floor)
+        loaded = _load_under_floor(floor, policy, None, None, None, None, baseline=baseline)
         check_paths_exist(loaded.policy)
         _check_mlflow_output(loaded.policy)
         _check_writable_without_creating(loaded.policy.outputs.dir)
@@ -564,12 +577,10 @@ def validate(
             check_before_scoring(inputs, prepared, progress)
         finally:
             progress.close()
-        text = _validated_text(prepared)
-        if floor is not None:
-            text += "\n" + printable(
-                f"floor: {_floor_note(floor, floor_max_auc, floor_max_tpr_at_fpr)}"
-            )
-        typer.echo(text)
+        typer.echo(
+            _validated_text(prepared)
+            + _floor_line(floor, floor_max_auc, floor_max_tpr_at_fpr)
+        )
 
 
 def _validated_text(prepared: Any) -> str:
@@ -595,11 +606,15 @@ def plan(
     policy: Annotated[Path, typer.Argument(help="The policy YAML file.")],
     device: DeviceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    floor_file: FloorFileOption = None,
+    floor_max_auc: FloorMaxAucOption = None,
+    floor_max_tpr_at_fpr: FloorTprOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
     """Say what `run` will do and estimate how long it takes, from a short measured probe
-    (a few training steps, one inference batch); trains nothing (exit 0 or 2)."""
+    (a few training steps, one inference batch); trains nothing (exit 0 or 2). Under a floor
+    it first refuses what `run` would refuse under it."""
     import json
 
     with _guard(verbose):
@@ -609,10 +624,11 @@ def plan(
         from mia_audit.pipeline.prepare import prepare_run
         from mia_audit.pipeline.run import inputs_from_policy
 
-        loaded = _load_with_overrides(policy, None, device, None, None)
+        floor = _workflow_floor(floor_file, floor_max_auc, floor_max_tpr_at_fpr)
+        loaded = _load_under_floor(floor, policy, None, device, None, None)
         progress = ConsoleProgress(quiet=quiet, verbose=verbose)
         try:
-            inputs = inputs_from_policy(loaded)
+            inputs = inputs_from_policy(loaded, floor)
             prepared = prepare_run(inputs, progress)
             planned = plan_run(prepared)
         finally:
@@ -620,7 +636,9 @@ def plan(
         if as_json:
             typer.echo(json.dumps(planned.to_dict(), indent=2))
         else:
-            typer.echo(plan_text(planned, policy))
+            typer.echo(
+                plan_text(planned, policy) + _floor_line(floor, floor_max_auc, floor_max_tpr_at_fpr)
+            )
 
 
 @app.command()

@@ -366,29 +366,31 @@ def test_the_honest_target_passes_under_the_same_floor(
     assert result["passed"] and result["floor"]["enforced"]
 
 
+@pytest.mark.parametrize("command", ["validate", "plan"])
 @pytest.mark.parametrize(
     "case", ["labels-downgrade", "smaller-data-file", "batch-size-7-train-mode-batchnorm"]
 )
-def test_validate_with_the_floor_refuses_what_run_refuses(
-    case: str, run_cli: RunCli, workspace: Path
+def test_validate_and_plan_with_the_floor_refuse_what_run_refuses(
+    command: str, case: str, run_cli: RunCli, workspace: Path
 ) -> None:
     """Including what only loading the data and probing the model shows."""
     edit, expected = HOSTILE[case]
-    policy = _write(workspace, f"validate-{case}", edit)
-    completed = run_cli("validate", policy, "--floor", workspace / "org" / "floor.yaml")
+    policy = _write(workspace, f"{command}-{case}", edit)
+    completed = run_cli(command, policy, "--floor", workspace / "org" / "floor.yaml")
     assert completed.returncode == 2, completed.stderr
     errors = "\n".join(without_progress(completed.stderr))
     for part in expected:
         assert part in errors, errors
 
 
-def test_validate_with_the_floor_accepts_the_policy_as_strict(
-    run_cli: RunCli, workspace: Path
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_validate_and_plan_with_the_floor_accept_the_policy_as_strict(
+    command: str, run_cli: RunCli, workspace: Path
 ) -> None:
     import hashlib
 
     floor = workspace / "org" / "floor.yaml"
-    completed = run_cli("validate", _write(workspace, "validate-ok", None), "--floor", floor)
+    completed = run_cli(command, _write(workspace, f"{command}-ok", None), "--floor", floor)
     assert completed.returncode == 0, completed.stderr
     digest = hashlib.sha256(floor.read_bytes()).hexdigest()
     assert completed.stdout.splitlines()[-1] == (
