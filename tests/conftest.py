@@ -1,4 +1,5 @@
-"""Shared fixtures: one small, overfit digits target trained once per test session.
+"""Shared fixtures: one small, overfit digits target trained once per test run (the first
+xdist worker to need it trains it, the others wait for it and share it, read-only).
 
 The target is real (a torchvision ResNet18 trained on scikit-learn's digits, saved as a state
 dict and exported to ONNX); it is the same pipeline `mia-audit demo` runs, at a smaller size so
@@ -8,6 +9,7 @@ the suite stays fast on two CPU cores.
 from __future__ import annotations
 
 import copy
+import fcntl
 import os
 import re
 import shutil
@@ -207,7 +209,9 @@ class DigitsTarget:
     directory: Path
 
     def copy_to(self, destination: Path) -> Path:
-        shutil.copytree(self.directory, destination, ignore=shutil.ignore_patterns(".mia-cache"))
+        shutil.copytree(
+            self.directory, destination, ignore=shutil.ignore_patterns(".mia-cache", ".complete")
+        )
         return destination
 
 
@@ -217,8 +221,18 @@ def _stage(description: str, total: int) -> Any:
 
 @pytest.fixture(scope="session")
 def digits_target(tmp_path_factory: pytest.TempPathFactory) -> DigitsTarget:
-    directory = tmp_path_factory.mktemp("digits-target")
-    prepare_demo(DemoOptions(directory=directory, n_members=200, epochs=8), _stage)
+    """Trained once for all xdist workers of a run: one target serves them all (a test copies
+    it before it changes anything), and the training that each worker repeated is saved."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    directory = shared / "digits-target-shared"
+    with (shared / "digits-target.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (directory / ".complete").exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            prepare_demo(DemoOptions(directory=directory, n_members=200, epochs=8), _stage)
+            (directory / ".complete").touch()
     return DigitsTarget(directory)
 
 
