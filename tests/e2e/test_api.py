@@ -40,7 +40,7 @@ def arrays(folder: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def target_module(folder: Path) -> torch.nn.Module:
-    module = torchvision.models.resnet18(num_classes=10)
+    module: torch.nn.Module = torchvision.models.resnet18(num_classes=10)
     module.load_state_dict(torch.load(folder / "target.pt", weights_only=True))
     return module
 

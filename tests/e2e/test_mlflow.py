@@ -205,7 +205,8 @@ def data_folder(registry: Registry, tmp_path: Path, name: str) -> Path:
 
 
 def result_of(policy: Path) -> dict[str, Any]:
-    return json.loads((policy.parent / "report" / "result.json").read_text())
+    result: dict[str, Any] = json.loads((policy.parent / "report" / "result.json").read_text())
+    return result
 
 
 def aucs(result: dict[str, Any]) -> dict[str, float]:

@@ -59,7 +59,8 @@ class ArgmaxHead(torch.nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images).argmax(dim=1)
+        logits: torch.Tensor = self.model(images)
+        return logits.argmax(dim=1)
 
 
 @pytest.fixture(scope="module")

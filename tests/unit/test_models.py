@@ -33,7 +33,8 @@ def resnet() -> torch.nn.Module:
 
 def eager_logits(module: torch.nn.Module) -> np.ndarray:
     with torch.inference_mode():
-        return module(torch.from_numpy(BATCH)).numpy()
+        logits: torch.Tensor = module(torch.from_numpy(BATCH))
+        return logits.numpy()
 
 
 def test_state_dict_with_architecture(tmp_path: Path, resnet: torch.nn.Module) -> None:
