@@ -117,8 +117,8 @@ def test_reports_from_python(outcome: mia_audit.AuditResult, tmp_path: Path) -> 
     assert page.startswith("<!DOCTYPE html>") and "api-vs-cli" in page
     frame = outcome._repr_html_()
     assert frame.startswith("<iframe srcdoc=") and "&lt;!DOCTYPE html&gt;" in frame
-    written = outcome.write(tmp_path / "reports")
-    assert sorted(p.name for p in written) == ["report.html", "result.json", "summary.md"]
+    files = outcome.write(tmp_path / "reports")
+    assert sorted(p.name for p in files) == ["report.html", "result.json", "summary.md"]
     assert outcome.attack("loss").auc > 0.6
 
 

@@ -113,9 +113,10 @@ def train_honest_target(directory: Path) -> Path:
     )  # fmt: skip
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(4):
-        for batch in torch.randperm(len(labels)).split(64):
+        for batch in torch.split(torch.randperm(len(labels)), 64):
             optimizer.zero_grad()
-            nn.functional.cross_entropy(model(images[batch]), labels[batch]).backward()
+            loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
     path = directory / "honest.onnx"
     export_onnx(model.eval(), path, 32)

@@ -34,12 +34,12 @@ from tests.conftest import (
     policy_file,
 )
 
-LABEL_ONLY = [
+LABEL_ONLY: list[str | dict[str, Any]] = [
     "gap",
     {"name": "augmentation", "queries": 2},
     {"name": "boundary_distance", "budget": 12, "directions": 3},
 ]
-SCORE_ATTACKS = [
+SCORE_ATTACKS: list[str | dict[str, Any]] = [
     "loss",
     "confidence",
     "entropy",
