@@ -32,7 +32,7 @@ test-fast: $(BIN)/.installed
 # the warnings --strict counts).
 lint: $(BIN)/.installed
 	$(BIN)/ruff check mia_audit tests bench
-	$(BIN)/mypy mia_audit bench
+	$(BIN)/mypy mia_audit tests bench
 	$(BIN)/mkdocs build --strict
 
 schema: $(BIN)/.installed

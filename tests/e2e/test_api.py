@@ -40,7 +40,7 @@ def arrays(folder: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def target_module(folder: Path) -> torch.nn.Module:
-    module = torchvision.models.resnet18(num_classes=10)
+    module: torch.nn.Module = torchvision.models.resnet18(num_classes=10)
     module.load_state_dict(torch.load(folder / "target.pt", weights_only=True))
     return module
 
@@ -117,8 +117,8 @@ def test_reports_from_python(outcome: mia_audit.AuditResult, tmp_path: Path) -> 
     assert page.startswith("<!DOCTYPE html>") and "api-vs-cli" in page
     frame = outcome._repr_html_()
     assert frame.startswith("<iframe srcdoc=") and "&lt;!DOCTYPE html&gt;" in frame
-    written = outcome.write(tmp_path / "reports")
-    assert sorted(p.name for p in written) == ["report.html", "result.json", "summary.md"]
+    files = outcome.write(tmp_path / "reports")
+    assert sorted(p.name for p in files) == ["report.html", "result.json", "summary.md"]
     assert outcome.attack("loss").auc > 0.6
 
 

@@ -213,7 +213,9 @@ def _train_mode_batchnorm_export(repo: Path) -> None:
 
     model = build_architecture("resnet18", 10)
     model.load_state_dict(torch.load(repo / "target.pt", weights_only=True))
-    traced = torch.jit.trace(model.train(), torch.zeros(4, 3, 32, 32), check_trace=False)
+    traced = torch.jit.trace(  # type: ignore[no-untyped-call]
+        model.train(), torch.zeros(4, 3, 32, 32), check_trace=False
+    )
     traced.save(str(repo / "target_bn_train.pt"))
 
 

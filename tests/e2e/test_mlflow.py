@@ -113,9 +113,10 @@ def train_honest_target(directory: Path) -> Path:
     )  # fmt: skip
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(4):
-        for batch in torch.randperm(len(labels)).split(64):
+        for batch in torch.split(torch.randperm(len(labels)), 64):
             optimizer.zero_grad()
-            nn.functional.cross_entropy(model(images[batch]), labels[batch]).backward()
+            loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
     path = directory / "honest.onnx"
     export_onnx(model.eval(), path, 32)
@@ -205,7 +206,8 @@ def data_folder(registry: Registry, tmp_path: Path, name: str) -> Path:
 
 
 def result_of(policy: Path) -> dict[str, Any]:
-    return json.loads((policy.parent / "report" / "result.json").read_text())
+    result: dict[str, Any] = json.loads((policy.parent / "report" / "result.json").read_text())
+    return result
 
 
 def aucs(result: dict[str, Any]) -> dict[str, float]:

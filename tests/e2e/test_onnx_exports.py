@@ -36,7 +36,7 @@ PROBABILITY_NOTE = "model outputs: detected probabilities"
 
 
 def digits_model(folder: Path) -> torch.nn.Module:
-    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    model: torch.nn.Module = torchvision.models.resnet18(weights=None, num_classes=10)
     model.load_state_dict(torch.load(folder / "target.pt", weights_only=True))
     return model.eval()
 

@@ -25,7 +25,7 @@ from mia_audit.models.classifier import TorchClassifier
 from mia_audit.models.engine import EngineKey
 from mia_audit.models.inference import Preprocessor, predict
 from mia_audit.progress import SilentProgress
-from mia_audit.references.executors.base import Architecture, TrainingTask
+from mia_audit.references.executors.base import Architecture, ModelLogits, TrainingTask
 from mia_audit.references.executors.local import LocalExecutor
 from mia_audit.references.provider import ReferenceModels, ReferenceSetup, StateDict, TargetModel
 from mia_audit.references.settings import TrainingRecipe
@@ -142,7 +142,7 @@ class TightArchitecture(Architecture):
 
     device: EmulatedDevice = field(default_factory=lambda: EmulatedDevice(room=100))
 
-    def build(self) -> nn.Module:  # type: ignore[override]
+    def build(self) -> nn.Module:
         self.device.built()
         return OnDevice(tiny_net(self.num_classes), self.device)
 
@@ -157,7 +157,7 @@ TASKS = [TrainingTask(f"model-{j}", TrainingJob(np.arange(j, 50, 2), seed=j)) fo
 def train(executor: LocalExecutor, device: EmulatedDevice) -> dict[str, StateDict]:
     states: dict[str, StateDict] = {}
 
-    def store(task: TrainingTask, state: StateDict) -> None:
+    def store(task: TrainingTask, state: StateDict, logits: ModelLogits | None = None) -> None:
         states[task.key] = state
 
     executor.train(TASKS, DATA, RECIPE, TightArchitecture("tiny", 3, device=device), store)

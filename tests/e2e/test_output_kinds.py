@@ -34,12 +34,12 @@ from tests.conftest import (
     policy_file,
 )
 
-LABEL_ONLY = [
+LABEL_ONLY: list[str | dict[str, Any]] = [
     "gap",
     {"name": "augmentation", "queries": 2},
     {"name": "boundary_distance", "budget": 12, "directions": 3},
 ]
-SCORE_ATTACKS = [
+SCORE_ATTACKS: list[str | dict[str, Any]] = [
     "loss",
     "confidence",
     "entropy",
@@ -59,7 +59,8 @@ class ArgmaxHead(torch.nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images).argmax(dim=1)
+        logits: torch.Tensor = self.model(images)
+        return logits.argmax(dim=1)
 
 
 @pytest.fixture(scope="module")

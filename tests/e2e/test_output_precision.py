@@ -27,7 +27,8 @@ class Scaled(torch.nn.Module):
         self.model, self.factor = model, factor
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images) * self.factor
+        logits: torch.Tensor = self.model(images)
+        return logits * self.factor
 
 
 class RoundedSoftmax(torch.nn.Module):
@@ -49,7 +50,8 @@ class ArgmaxColumn(torch.nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images).argmax(dim=1, keepdim=True)
+        logits: torch.Tensor = self.model(images)
+        return logits.argmax(dim=1, keepdim=True)
 
 
 @pytest.fixture(scope="module")

@@ -162,7 +162,10 @@ def test_reports_and_cache_files_get_the_umask(folder: Path, umask: int) -> None
     out_dir = folder / f"report-umask-{umask:03o}"
     policy = write_policy(folder, f"umask-{umask:03o}", out_dir, cache_dir=f".cache-{umask:03o}")
 
-    completed = run_child("run", policy, "-q", setup=lambda: os.umask(umask) and None)
+    def set_umask() -> None:
+        os.umask(umask)
+
+    completed = run_child("run", policy, "-q", setup=set_umask)
 
     assert completed.returncode == 1, completed.stderr
     expected = 0o666 & ~umask

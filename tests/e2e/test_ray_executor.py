@@ -200,7 +200,7 @@ def two_nodes() -> Iterator[Cluster]:
         started.wait_for_nodes()
         yield started
     finally:
-        started.shutdown()
+        started.shutdown()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture(scope="module")

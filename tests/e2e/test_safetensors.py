@@ -31,7 +31,9 @@ def _audit(folder: Path, model_file: str, run_cli: RunCli) -> dict[str, Any]:
     path.write_text(yaml.safe_dump(policy))
     completed = run_cli("run", path)
     assert completed.returncode == 1, completed.stderr  # the digits target leaks
-    return json.loads((folder / f"report-{model_file}" / "result.json").read_text())
+    report = folder / f"report-{model_file}"
+    result: dict[str, Any] = json.loads((report / "result.json").read_text())
+    return result
 
 
 def test_safetensors_matches_the_pt_export(

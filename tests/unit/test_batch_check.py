@@ -32,7 +32,8 @@ class _AlwaysDropout(nn.Module):
         self.linear = nn.Linear(3 * 8 * 8, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(functional.dropout(x.flatten(1), 0.5, training=True))
+        logits: torch.Tensor = self.linear(functional.dropout(x.flatten(1), 0.5, training=True))
+        return logits
 
 
 PROBE = np.random.default_rng(0).random((8, 3, 8, 8), dtype=np.float32)
@@ -41,7 +42,9 @@ PROBE = np.random.default_rng(0).random((8, 3, 8, 8), dtype=np.float32)
 def _traced(module: nn.Module, train: bool) -> TorchClassifier:
     module.train(train)
     with torch.no_grad():
-        traced = torch.jit.trace(module, torch.from_numpy(PROBE[:4]), check_trace=False)
+        traced = torch.jit.trace(  # type: ignore[no-untyped-call]
+            module, torch.from_numpy(PROBE[:4]), check_trace=False
+        )
     return TorchClassifier(traced, "cpu")  # calls eval(), which a trace does not undo
 
 

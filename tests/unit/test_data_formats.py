@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import torch
 from PIL import Image
@@ -99,7 +100,7 @@ def test_balanced_seeded_subsample(tmp_path: Path) -> None:
     ],
 )
 def test_unusable_arrays_refused(
-    tmp_path: Path, images: np.ndarray, labels: object, expected: str
+    tmp_path: Path, images: np.ndarray, labels: npt.ArrayLike, expected: str
 ) -> None:
     path = tmp_path / "d.npz"
     np.savez(path, x=images, y=labels)
@@ -120,10 +121,15 @@ def test_npz_array_bytes_read_from_headers_match_the_arrays(tmp_path: Path) -> N
 
     from mia_audit.data.formats import npz_array_bytes
 
-    arrays = {"x": IMAGES.astype(np.float32), "y": LABELS, "ids": np.array(["a", "bb", "c"])}
+    arrays: dict[str, np.ndarray] = {
+        "x": IMAGES.astype(np.float32),
+        "y": LABELS,
+        "ids": np.array(["a", "bb", "c"]),
+    }
     for save in (np.savez, np.savez_compressed):
         path = tmp_path / f"{save.__name__}.npz"
-        save(path, **arrays)
+        # allow_pickle (the default) is named so that mypy does not match the arrays against it
+        save(path, allow_pickle=True, **arrays)
         with zipfile.ZipFile(path, "a") as archive:
             archive.writestr("class_names", b"raw bytes, not an array")
         sizes = npz_array_bytes(path, ["x", "y", "ids", "class_names"])

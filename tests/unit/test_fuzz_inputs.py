@@ -16,7 +16,7 @@ import string
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -372,10 +372,14 @@ def _object_array(shape: tuple[int, ...]) -> np.ndarray:
     return array
 
 
+#: Hypothesis's float widths by item size, for the float dtypes drawn here (float16/32/64).
+FLOAT_WIDTHS: dict[int, Literal[16, 32, 64]] = {2: 16, 4: 32, 8: 64}
+
+
 def _elements(dtype: np.dtype[Any]) -> st.SearchStrategy[Any] | None:
     """Floats in 0..1 mostly, with NaN, infinities and huge values; integers mostly 0..255."""
     if dtype.kind == "f":
-        width = dtype.itemsize * 8
+        width = FLOAT_WIDTHS[dtype.itemsize]
         return st.floats(0, 1, width=width) | st.floats(width=width)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
@@ -448,7 +452,8 @@ def side_field(draw: st.DrawFn, n: int) -> np.ndarray:
 def _save_npz(path: Path, content: dict[str, np.ndarray]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        np.savez(path, **content)  # type: ignore[arg-type]
+        # allow_pickle (the default) is named so that mypy does not match the arrays against it
+        np.savez(path, allow_pickle=True, **content)
 
 
 def _other_side() -> ImageSet:
@@ -486,7 +491,7 @@ def test_npz_arrays_load_or_raise_input_error(tmp_path: Path, content: dict[str,
 def side_fields(draw: st.DrawFn) -> dict[str, np.ndarray]:
     """Valid images and labels with odd ids, membership and class names."""
     n = draw(st.integers(1, 5))
-    content = {"x": np.zeros((n, 5, 5, 3), np.uint8), "y": np.arange(n) % 2}
+    content: dict[str, np.ndarray] = {"x": np.zeros((n, 5, 5, 3), np.uint8), "y": np.arange(n) % 2}
     for key in ("ids", "membership", "class_names"):
         if draw(st.booleans()):
             content[key] = draw(side_field(n))

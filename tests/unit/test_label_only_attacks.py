@@ -90,7 +90,7 @@ def test_augmentation_cross_fitted_finds_a_leaking_view() -> None:
 
 def test_augmentation_needs_augmented_views() -> None:
     with pytest.raises(ValidationError, match="needs mirrored or shifted views"):
-        AugmentationConfig(name="augmentation", queries=1)  # type: ignore[arg-type]
+        AugmentationConfig(name="augmentation", queries=1)
 
 
 class LinearOracle:
@@ -106,7 +106,8 @@ class LinearOracle:
     def predict(self, images: np.ndarray) -> np.ndarray:
         self.queries += len(images)
         flat = images.reshape(len(images), -1).astype(np.float64)
-        return (flat @ self.weights > 0).astype(np.int64)
+        positive: np.ndarray = flat @ self.weights > 0
+        return positive.astype(np.int64)
 
 
 @settings(max_examples=100, deadline=None)
@@ -143,7 +144,8 @@ class ImageOracle(LinearOracle):
         self.audit_images = audit_images
 
     def images(self, rows: np.ndarray) -> np.ndarray:
-        return self.audit_images[rows]
+        selected: np.ndarray = self.audit_images[rows]
+        return selected
 
 
 @pytest.mark.parametrize("search", ["interpolation", "noise"])

@@ -33,7 +33,8 @@ def resnet() -> torch.nn.Module:
 
 def eager_logits(module: torch.nn.Module) -> np.ndarray:
     with torch.inference_mode():
-        return module(torch.from_numpy(BATCH)).numpy()
+        logits: torch.Tensor = module(torch.from_numpy(BATCH))
+        return logits.numpy()
 
 
 def test_state_dict_with_architecture(tmp_path: Path, resnet: torch.nn.Module) -> None:
@@ -52,7 +53,7 @@ def test_state_dict_without_architecture_is_refused(
 
 
 def test_torchscript(tmp_path: Path, resnet: torch.nn.Module) -> None:
-    traced = torch.jit.trace(resnet, torch.from_numpy(BATCH))
+    traced = torch.jit.trace(resnet, torch.from_numpy(BATCH))  # type: ignore[no-untyped-call]
     torch.jit.save(traced, str(tmp_path / "m.pt"))
     loaded = load_target(spec(tmp_path / "m.pt"), "cpu")
     assert loaded.format == "torchscript"
@@ -61,7 +62,9 @@ def test_torchscript(tmp_path: Path, resnet: torch.nn.Module) -> None:
 
 def test_cifar_stem_and_other_torchvision_models(tmp_path: Path) -> None:
     cifar = build_architecture("resnet18", 10, cifar_stem=True)
-    assert cifar.conv1.kernel_size == (3, 3) and cifar.conv1.stride == (1, 1)
+    stem = cifar.conv1
+    assert isinstance(stem, torch.nn.Conv2d)
+    assert stem.kernel_size == (3, 3) and stem.stride == (1, 1)
     assert isinstance(cifar.maxpool, torch.nn.Identity)
     mobile = build_architecture("mobilenet_v3_small", 7)
     torch.save(mobile.state_dict(), tmp_path / "mobile.pt")

@@ -49,7 +49,10 @@ def test_precision_recall_points_match_scikit_learn(case: tuple[int, int, int]) 
     is_member, scores = random_case(*case)
     roc = metrics.roc_curve(is_member, scores)
     recall, precision = precision_recall(
-        Curve("a", roc.fpr, roc.tpr), int(is_member.sum()), int((~is_member).sum())
+        # as the report builds it: from result.json's lists of floats
+        Curve("a", roc.fpr.tolist(), roc.tpr.tolist()),
+        int(is_member.sum()),
+        int((~is_member).sum()),
     )
     expected_precision, expected_recall, _ = precision_recall_curve(is_member, scores)
     ours = sorted(zip(recall, precision, strict=True))

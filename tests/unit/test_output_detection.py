@@ -36,7 +36,8 @@ def softmax32(logits: np.ndarray) -> np.ndarray:
     """A float32 softmax, as an exported softmax head computes it."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(shifted, dtype=np.float32)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    probabilities: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return probabilities.astype(np.float32)
 
 
 @settings(max_examples=200, deadline=None)
@@ -138,7 +139,8 @@ def test_the_kind_must_hold_on_every_audited_sample() -> None:
 
 
 class IndexModel:
-    engine, device, fixed_batch_size = "numpy", "cpu", None
+    engine, device = "numpy", "cpu"
+    fixed_batch_size: int | None = None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return batch.reshape(len(batch), -1)[:, 0].astype(np.float32)

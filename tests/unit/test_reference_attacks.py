@@ -15,8 +15,9 @@ from sklearn.metrics import roc_auc_score
 from mia_audit.attacks.base import AttackContext, ViewLogits
 from mia_audit.attacks.lira import LiraAttack, LiraConfig, resolve_variance
 from mia_audit.attacks.queries import enumerate_views
-from mia_audit.attacks.reference_sets import ReferenceRequest, ReferenceSet
+from mia_audit.attacks.reference_sets import Mode, ReferenceRequest, ReferenceSet
 from mia_audit.attacks.rmia import RmiaAttack, RmiaConfig
+from mia_audit.attacks.scoring.lira import Variance
 from mia_audit.attacks.scoring.rmia import rmia_scores_dense, true_class_probability
 from mia_audit.attacks.shadow import ShadowAttack, ShadowConfig
 from tests.oracles import direct_offline, direct_online
@@ -75,7 +76,7 @@ def lira_world(seed: int, m: int, n: int, online: bool) -> dict[str, np.ndarray]
 def reference_set(
     audit_logits: np.ndarray,
     in_audit: np.ndarray,
-    mode: str = "online",
+    mode: Mode = "online",
     population: np.ndarray | None = None,
     in_population: np.ndarray | None = None,
     population_labels: np.ndarray | None = None,
@@ -84,7 +85,7 @@ def reference_set(
     m = audit_logits.shape[0]
     labels = np.zeros(0, np.int64) if population_labels is None else population_labels
     return ReferenceSet(
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
         views=VIEWS,
         audit=audit_logits,
         in_audit=in_audit,
@@ -98,7 +99,7 @@ def reference_set(
 
 @pytest.mark.parametrize("variance", ["global", "per_example"])
 @pytest.mark.parametrize("mode", ["online", "offline"])
-def test_lira_attack_equals_direct_scipy(mode: str, variance: str) -> None:
+def test_lira_attack_equals_direct_scipy(mode: Mode, variance: Variance) -> None:
     world = lira_world(seed=3, m=8, n=40, online=mode == "online")
     labels = np.zeros(40, dtype=np.int64)
     refs = reference_set(phi_logits(world["reference"]), world["in_audit"], mode)
@@ -171,7 +172,7 @@ def rmia_world(seed: int, m: int, n: int, z: int) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("mode", ["online", "offline"])
-def test_rmia_attack_equals_the_dense_definition(mode: str) -> None:
+def test_rmia_attack_equals_the_dense_definition(mode: Mode) -> None:
     w = rmia_world(seed=5, m=4, n=60, z=80)
     in_x = w["in_x"] if mode == "online" else np.zeros_like(w["in_x"])
     refs = reference_set(

@@ -28,6 +28,16 @@ POPULATION = make_image_set(
 )
 
 
+class UnusedClassifier:
+    """The target's model where the catalogue only keys on it and never runs it."""
+
+    engine, device = "torch", "cpu"
+    fixed_batch_size: int | None = None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        raise AssertionError("the catalogue ran the target's model")
+
+
 def setup_for(**changes: Any) -> ReferenceSetup:
     setup = ReferenceSetup(
         recipe=TrainingRecipe(epochs=2, batch_size=8, augment=(), train_size=30),
@@ -39,7 +49,7 @@ def setup_for(**changes: Any) -> ReferenceSetup:
         device="cpu",
         batch_size=16,
         seed=0,
-        target=TargetModel(classifier=None, sha256="target-1", engine=EngineKey("torch", "cpu")),  # type: ignore[arg-type]
+        target=TargetModel(UnusedClassifier(), "target-1", EngineKey("torch", "cpu")),
     )
     return replace(setup, **changes)
 
@@ -67,9 +77,8 @@ def test_groups_share_offline_models_and_want_their_logits() -> None:
             ReferenceRequest("offline", 4, (IDENTITY,)),
         ]
     )
-    online, two, four = (
-        catalogue.groups[k] for k in [("online", 2), ("offline", 2), ("offline", 4)]
-    )
+    groups = catalogue.groups
+    online, two, four = groups["online", 2], groups["offline", 2], groups["offline", 4]
     assert online.views == {IDENTITY, MIRROR} and not online.population
     assert two.keys == four.keys[:2] and len(catalogue.model_keys) == 2 + 4
     wanted = catalogue.wanted()
@@ -94,10 +103,8 @@ def test_keys_follow_the_data_recipe_and_seed_not_the_target() -> None:
         return Catalogue(setup, "cpu").group("offline", 2).keys
 
     same = keys(setup_for())
-    assert (
-        keys(setup_for(target=TargetModel(None, "target-2", EngineKey("onnxruntime", "cpu"))))
-        == same
-    )  # type: ignore[arg-type]
+    other_target = TargetModel(UnusedClassifier(), "target-2", EngineKey("onnxruntime", "cpu"))
+    assert keys(setup_for(target=other_target)) == same
     assert keys(setup_for(seed=1)) != same
     assert (
         keys(setup_for(recipe=TrainingRecipe(epochs=3, batch_size=8, augment=(), train_size=30)))

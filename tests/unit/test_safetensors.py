@@ -29,7 +29,8 @@ def spec(path: Path, **fields: object) -> ModelSpec:
 
 def eager(module: torch.nn.Module) -> np.ndarray:
     with torch.inference_mode():
-        return module(torch.from_numpy(BATCH)).numpy()
+        logits: torch.Tensor = module(torch.from_numpy(BATCH))
+        return logits.numpy()
 
 
 @pytest.mark.parametrize("name", ["model.safetensors", "weights.bin", "model.pt"])

@@ -33,9 +33,12 @@ class EditorLoader(yaml.SafeLoader):
     """YAML as an editor's language server sees it: timestamps stay strings."""
 
 
-EditorLoader.add_constructor(
-    "tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node)
-)
+def timestamp_as_string(loader: EditorLoader, node: yaml.ScalarNode) -> str:
+    """An implicit timestamp is always a plain scalar; an editor keeps its text."""
+    return loader.construct_scalar(node)
+
+
+EditorLoader.add_constructor("tag:yaml.org,2002:timestamp", timestamp_as_string)
 
 
 def load(text: str) -> Any:

@@ -57,8 +57,8 @@ def reference(name: str, row: np.ndarray, label: int) -> float:
             return float(value)
         if name == "scaled_logit":  # z_y - log sum_{j != y} exp(z_j): log p_y - log(1 - p_y)
             z = [Decimal(float(v)) for v in row]
-            others = sum((v.exp() for k, v in enumerate(z) if k != label), Decimal(0))
-            return float(z[label] - others.ln())
+            others_exp = sum((v.exp() for k, v in enumerate(z) if k != label), Decimal(0))
+            return float(z[label] - others_exp.ln())
         raise ValueError(name)
 
 
