@@ -22,11 +22,11 @@ TEST_WORKERS ?= 2
 
 # The whole suite, every tier (what CI runs through .ci/run).
 test: lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The unit tier only (tests/unit: no subprocess, no model training): the loop while editing.
 test-fast: $(BIN)/.installed
-	$(BIN)/python -m pytest tests/unit
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests/unit
 
 # mkdocs builds docs/ into site/ and fails on a broken link or anchor (not with -q: quiet hides
 # the warnings --strict counts).
