@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(machine_line(), end="")
+    print(machine_line().rstrip())
     print(f"load average before: {os.getloadavg()[0]:.1f}")
     walls: dict[str, list[float]] = {"ACTIVE": [], "PASSIVE": []}
     for round_ in range(args.rounds):
