@@ -50,6 +50,9 @@ ABOVE_CHANCE = 0.1
 #: A waiver may run at most this long; renewing it is a decision someone must take again.
 MAX_WAIVER_DAYS = 366
 
+#: The sample-size rule's default: below it the swapped view's refusal says it may be chance.
+_DEFAULT_MIN_FP = StatisticsSpec().min_false_positives
+
 _SWAP_HINT = (
     "check that data.members holds the samples the model was trained on and "
     "data.non_members held-out samples"
@@ -274,17 +277,32 @@ def swapped_view_problem(
     return None
 
 
-def check_swapped_view(problem: str | None, gate_passed: bool) -> list[str]:
+def check_swapped_view(
+    problem: str | None, gate_passed: bool, min_false_positives: int = _DEFAULT_MIN_FP
+) -> list[str]:
     """Refuse (exit 2) a passing run whose swapped view fails; a failing run keeps its FAIL,
-    with a note (it cannot pass whichever way the sides are)."""
+    with a note (it cannot pass whichever way the sides are). Below the default
+    `min_false_positives` a mirrored TPR rests on a handful of non-members, so the refusal says
+    that it may be chance (it still refuses: swapped data look exactly like this)."""
     if problem is None:
         return []
     if gate_passed:
-        raise InputError(f"{problem}; {_SWAP_HINT}")
+        raise InputError(f"{problem}; {_SWAP_HINT}{_small_audit_hint(min_false_positives)}")
     return [
         f"{problem.removeprefix('data: ')}; the gate fails with the sides as given too, so "
         "the verdict is FAIL either way (if the data are swapped, " + _SWAP_HINT + ")"
     ]
+
+
+def _small_audit_hint(min_false_positives: int) -> str:
+    if min_false_positives >= _DEFAULT_MIN_FP:
+        return ""
+    return (
+        f"; at statistics.min_false_positives {min_false_positives} (default "
+        f"{_DEFAULT_MIN_FP}) a mirrored TPR rests on a few non-members and this fires by chance "
+        "on correctly labelled small audits (docs/preconditions-false-alarms.md): if the data "
+        "are right, audit more samples at the default"
+    )
 
 
 def _mirrored_value(

@@ -169,7 +169,10 @@ def audit_prepared(
     swapped = preconditions.swapped_view_problem(
         policy.gate, audit_set.is_member, audit_set.labels, scores
     )
-    notes += _said(prepared, preconditions.check_swapped_view(swapped, gate_passed(conditions)))
+    swap_notes = preconditions.check_swapped_view(
+        swapped, gate_passed(conditions), policy.statistics.min_false_positives
+    )
+    notes += _said(prepared, swap_notes)
     notes = [*notes, *privacy.notes, *trust.notes]
     result = _result(prepared, target, results, conditions, notes, references_fit, timer, privacy)
     return AuditResult(result, scores, audit_set.is_member, audit_set.labels, audit_set.ids)

@@ -30,6 +30,7 @@ from mia_audit.pipeline.preconditions import (
     check_attacks_oriented,
     check_disjoint,
     check_sample_sizes,
+    check_swapped_view,
     check_target_fit,
     check_waivers,
     count_shared,
@@ -253,3 +254,19 @@ def test_waivers_may_run_at_most_a_year() -> None:
     check_waivers([waiver(MAX_WAIVER_DAYS)], today)
     with pytest.raises(PolicyError, match=r"gate.suppressions\[1\].expires: 2027-12-03 is more"):
         check_waivers([waiver(1), waiver(MAX_WAIVER_DAYS + 1)], today)
+
+
+def test_the_swapped_view_refuses_a_passing_run_and_names_chance_in_small_audits() -> None:
+    problem = "data: members and non-members look swapped: attack 'loss' scores ..."
+    assert check_swapped_view(None, gate_passed=True) == []
+    with pytest.raises(InputError) as default_size:
+        check_swapped_view(problem, gate_passed=True)
+    assert "check that data.members holds" in str(default_size.value)
+    assert "by chance" not in str(default_size.value)
+    with pytest.raises(InputError) as small:
+        check_swapped_view(problem, gate_passed=True, min_false_positives=1)
+    message = str(small.value)
+    assert message.startswith(problem) and "\n" not in message
+    assert "statistics.min_false_positives 1 (default 10)" in message and "by chance" in message
+    (note,) = check_swapped_view(problem, gate_passed=False, min_false_positives=1)
+    assert "the verdict is FAIL either way" in note  # a failing run keeps its FAIL
