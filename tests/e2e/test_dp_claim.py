@@ -42,7 +42,7 @@ def test_dp_claims_on_the_leaking_target(
 ) -> None:
     folder = digits_target.copy_to(tmp_path / "claim")
 
-    tiny = run_cli("run", claim_policy(folder, "tiny", {"epsilon": 0.1, "delta": 1e-5}))
+    tiny = run_cli("run", claim_policy(folder, "tiny", {"epsilon": 0.01, "delta": 1e-5}))
     assert tiny.returncode == 1, tiny.stdout + tiny.stderr
     result = json.loads((folder / "out-tiny" / "result.json").read_text())
     claim = result["dp_claim"]
@@ -51,15 +51,15 @@ def test_dp_claims_on_the_leaking_target(
     (condition,) = [c for c in result["gate"]["conditions"] if c["metric"] == "dp_claim"]
     worst = max(claim["bounds"], key=lambda b: b["epsilon_lower_bound"])
     assert condition["attack"] == worst["source"] and not condition["passed"]
-    assert worst["epsilon_lower_bound"] > 0.1 and condition["threshold"] == 0.1
+    assert worst["epsilon_lower_bound"] > 0.01 and condition["threshold"] == 0.01
     line = next(x for x in tiny.stdout.splitlines() if "does not deliver the claim" in x)
     evidence = f"attack {worst['source']!r} has TPR {worst['tpr']:.3f} at FPR {worst['fpr']:.3f}"
-    assert evidence in line and "claimed epsilon 0.1" in line
+    assert evidence in line and "claimed epsilon 0.01" in line
     assert f"epsilon >= {worst['epsilon_lower_bound']:.3f}" in line
     markdown = (folder / "out-tiny" / "summary.md").read_text()
     assert "ε lower bound vs the DP claim" in markdown and "does not deliver the claim" in markdown
     junit = (folder / "out-tiny" / "junit.xml").read_text()
-    assert "claimed epsilon 0.1" in junit and "<failure" in junit
+    assert "claimed epsilon 0.01" in junit and "<failure" in junit
 
     # 100 held-out samples per side can show a bound of about 3.2: a claim of 3 is checkable.
     huge = run_cli("run", claim_policy(folder, "huge", {"epsilon": 3.0, "delta": 1e-5}), "-q")
