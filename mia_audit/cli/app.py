@@ -621,6 +621,7 @@ def plan(
         from mia_audit.cli.console import ConsoleProgress
         from mia_audit.cli.plan_text import plan_text
         from mia_audit.pipeline.plan import plan_run
+        from mia_audit.pipeline.preflight import check_dp_recipe
         from mia_audit.pipeline.prepare import prepare_run
         from mia_audit.pipeline.run import inputs_from_policy
 
@@ -630,6 +631,7 @@ def plan(
         try:
             inputs = inputs_from_policy(loaded, floor)
             prepared = prepare_run(inputs, progress)
+            check_dp_recipe(prepared)  # a DP recipe run refuses is no plan
             planned = plan_run(prepared)
         finally:
             progress.close()

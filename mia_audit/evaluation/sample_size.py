@@ -20,7 +20,8 @@ whatever the model:
 * Epsilon lower bound: it is itself a one-sided confidence bound, so noise makes it *lower*;
   the risk is an audit too small for *any* attack to reach the limit. The minimum is the size
   at which a perfect attack (every member above every non-member) reaches the limit plus
-  EPSILON_HEADROOM.
+  EPSILON_HEADROOM. The bound grows only with the log of the size, so a limit above
+  `largest_checkable_epsilon` needs more than 1e9 samples per side: no audit can ever fail it.
 """
 
 from __future__ import annotations
@@ -54,12 +55,11 @@ def auc_sd(n_members: int, n_non_members: int) -> float:
 def _smallest(fits: object) -> int:
     """The smallest n >= 1 with fits(n) (monotone), by doubling then bisection."""
     assert callable(fits)
-    high = 1
+    low, high = 0, 1
     while not fits(high):
-        high *= 2
-        if high > _LARGEST:
+        if high >= _LARGEST:
             raise ValueError("no sample size up to 1e9 satisfies the rule")
-    low = high // 2
+        low, high = high, min(2 * high, _LARGEST)
     while high - low > 1:
         middle = (low + high) // 2
         if fits(middle):
@@ -95,8 +95,15 @@ def perfect_attack_epsilon(n_per_side: int, delta: float, confidence: float) -> 
     return epsilon_from_counts(half, 0, 0, half, delta=delta, alpha=1.0 - confidence)
 
 
+def largest_checkable_epsilon(delta: float, confidence: float) -> float:
+    """The largest epsilon limit `min_per_side_epsilon` has a size for (a perfect attack on
+    1e9 members and non-members, less the headroom): above it no audit can exceed the limit."""
+    return perfect_attack_epsilon(_LARGEST, delta, confidence) - EPSILON_HEADROOM
+
+
 def min_per_side_epsilon(limit: float, delta: float, confidence: float) -> int:
-    """Members and non-members (each) at which a perfect attack reaches limit + headroom."""
+    """Members and non-members (each) at which a perfect attack reaches limit + headroom;
+    ValueError above `largest_checkable_epsilon`."""
     target = limit + EPSILON_HEADROOM
     return max(2, _smallest(lambda n: perfect_attack_epsilon(n, delta, confidence) >= target))
 

@@ -383,9 +383,7 @@ def _size_problem(
             )
         return None
     if isinstance(limit, EpsilonLimit):
-        needed = sample_size.min_per_side_epsilon(
-            limit.max, statistics.delta, statistics.confidence_level
-        )
+        needed = _epsilon_minimum(field, limit.max, statistics)
         what = f"an epsilon limit of {limit.max:g} needs"
     elif condition_id.metric == "advantage":
         needed = sample_size.min_per_side_advantage()
@@ -396,6 +394,25 @@ def _size_problem(
     if size.per_side >= needed:
         return None
     return f"{field}: {what} at least {needed} members and {needed} non-members; {have}"
+
+
+def _epsilon_minimum(field: str, limit: float, statistics: StatisticsSpec) -> int:
+    """The per-side minimum of an epsilon limit; PolicyError (exit 2, whatever
+    allow_small_audit says) for a limit no audit of any size can exceed: such a condition can
+    never fail, so a run that passed on it would check nothing."""
+    delta, confidence = statistics.delta, statistics.confidence_level
+    try:
+        return sample_size.min_per_side_epsilon(limit, delta, confidence)
+    except ValueError:
+        largest = sample_size.largest_checkable_epsilon(delta, confidence)
+        reach = largest + sample_size.EPSILON_HEADROOM
+        raise PolicyError(
+            f"{field}: {limit:g} can never be exceeded: even a perfect attack on 10^9 members "
+            f"and 10^9 non-members shows an epsilon lower bound of only {reach:.1f} "
+            f"({100 * confidence:g} % confidence, delta {delta:g}), so the condition could "
+            f"never fail; set a limit of at most {largest:.1f} (docs/preconditions.md gives "
+            "the audit size each limit needs), or drop the condition"
+        ) from None
 
 
 def _class_problem(limit: ClassAucLimit, size: AuditSize) -> str | None:

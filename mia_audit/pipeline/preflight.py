@@ -1,6 +1,7 @@
 """The checks `run` makes after `prepare_run` and before its first attack, for `mia-audit
-validate`: the target classifies its members well above chance (the weak-target check, on its
-outputs on the audit set), the executor can be reached and fits its tasks, and the run fits
+validate`: the DP recipe's one-run audit can run (`check_dp_recipe`, which plan makes too), the
+target classifies its members well above chance (the weak-target check, on its outputs on the
+audit set), the executor can be reached and fits its tasks, and the run fits
 `runtime.max_minutes`. With `prepare_run`, validate refuses what run refuses before it scores.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 from mia_audit.attacks.reference_base import ReferenceAttack
 from mia_audit.pipeline import preconditions
 from mia_audit.pipeline.inputs import AuditInputs
+from mia_audit.pipeline.one_run import one_run_inputs
 from mia_audit.pipeline.plan import check_max_minutes, plan_run
 from mia_audit.pipeline.prepare import PreparedRun
 from mia_audit.pipeline.target import (
@@ -23,6 +25,7 @@ from mia_audit.references.executors import EXECUTORS
 
 def check_before_scoring(inputs: AuditInputs, prepared: PreparedRun, progress: Progress) -> None:
     """Raise what run would raise before its first attack (PolicyError / InputError, exit 2)."""
+    check_dp_recipe(prepared)
     check_target_fit(prepared, progress)
     if any(isinstance(attack, ReferenceAttack) for attack in prepared.attacks):
         executor = prepared.policy.runtime.executor
@@ -45,3 +48,16 @@ def check_target_fit(prepared: PreparedRun, progress: Progress) -> None:
     fit = target_fit(target, data.audit_set, prepared.num_classes)
     for note in preconditions.check_target_fit(fit, policy.preconditions):
         progress.note(note)
+
+
+def check_dp_recipe(prepared: PreparedRun) -> None:
+    """run's refusals of `reference_training.dp` before any inference (no opacus, no
+    population, too many canaries, reference attacks, a layer DP-SGD cannot train): exit 2."""
+    one_run_inputs(
+        prepared.policy,
+        prepared.search_path,
+        prepared.data,
+        list(prepared.attacks),
+        prepared.num_classes,
+        prepared.preprocess,
+    )

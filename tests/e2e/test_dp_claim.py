@@ -90,3 +90,24 @@ def test_a_malformed_claim_is_refused(
     (error,) = without_progress(refused.stderr)
     assert "model.dp_claim.epsilon" in error
     assert not (folder / "out-bad").exists()
+
+
+def test_an_epsilon_limit_no_audit_can_exceed_is_refused(
+    digits_target: DigitsTarget, run_cli: RunCli, tmp_path: Path
+) -> None:
+    # Above about 17.7 (95 %, delta 1e-5) no audit of up to 10^9 samples per side can show a
+    # bound over the limit: it was an internal error (exit 3), and a note would let a run pass
+    # on a condition that can never fail. run and validate refuse it, naming the field.
+    folder = digits_target.copy_to(tmp_path / "limit")
+    path = claim_policy(folder, "limit", {"epsilon": 50.0, "delta": 1e-5})
+    document = yaml.safe_load(path.read_text())
+    document["gate"]["max_epsilon_lower_bound"] = 50.0
+    document["preconditions"] = {"allow_small_audit": True}  # no audit size would help
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    for command in ("run", "validate"):
+        refused = run_cli(command, path)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        (error,) = without_progress(refused.stderr)
+        assert error.startswith("error: gate.max_epsilon_lower_bound: 50 can never be exceeded")
+        assert "set a limit of at most 17.7" in error and "Traceback" not in refused.stderr
+    assert not (folder / "out-limit").exists()

@@ -1,6 +1,7 @@
 """The one-run audit of a DP-SGD recipe (reference_training.dp) through the console script on
 the digits target: the bound and the recipe's accounting join the gate, the model is cached by
-its content key, and what the audit cannot run is refused (exit 2) before any work.
+its content key, and what the audit cannot run is refused (exit 2) before any work, by run and
+alike by validate and plan.
 """
 
 from __future__ import annotations
@@ -96,26 +97,33 @@ def test_an_honest_noisy_recipe_passes_its_accountant(
 
 
 def refusal(run_cli: RunCli, policy: Path, *env_path: Path) -> str:
+    """The error line of `run` on a policy it must refuse (exit 2) before any work; validate
+    and plan must refuse it with the same line, so a policy they pass is one run accepts."""
     from tests.conftest import CONSOLE_SCRIPT, environment_with_path
 
-    if env_path:
-        import subprocess
+    errors = []
+    for command in ("run", "validate", "plan"):
+        if env_path:
+            import subprocess
 
-        done = subprocess.run(
-            [str(CONSOLE_SCRIPT), "run", str(policy)],
-            capture_output=True,
-            text=True,
-            env=environment_with_path(*env_path),
-            timeout=600,
-            check=False,
-        )
-    else:
-        done = run_cli("run", policy)
-    assert done.returncode == 2, done.stdout + done.stderr
-    error = without_progress(done.stderr)[-1]  # after the notes of loading the target
-    assert error.startswith("error: ")
+            done = subprocess.run(
+                [str(CONSOLE_SCRIPT), command, str(policy)],
+                capture_output=True,
+                text=True,
+                env=environment_with_path(*env_path),
+                timeout=600,
+                check=False,
+            )
+        else:
+            done = run_cli(command, policy)
+        assert done.returncode == 2, f"{command}: {done.stdout + done.stderr}"
+        error = without_progress(done.stderr)[-1]  # after the notes of loading the target
+        assert error.startswith("error: "), f"{command}: {done.stderr}"
+        assert "Traceback" not in done.stderr
+        errors.append(error)
     assert not (policy.parent / f"out-{policy.stem}").exists()
-    return error
+    assert errors[1] == errors[0] and errors[2] == errors[0], errors
+    return errors[0]
 
 
 def test_what_the_one_run_audit_cannot_run_is_refused(

@@ -86,6 +86,28 @@ def test_epsilon_minimum_is_where_a_perfect_attack_first_clears_the_limit(limit:
         assert sample_size.perfect_attack_epsilon(n - 1, 1e-5, 0.95) < target
 
 
+def test_the_largest_checkable_epsilon_is_where_the_minimum_runs_out() -> None:
+    largest = sample_size.largest_checkable_epsilon(1e-5, 0.95)
+    assert 15 < largest < 20  # the bound grows with log(n): about 17.7 at 1e9 per side
+    assert sample_size.min_per_side_epsilon(largest - 0.01, 1e-5, 0.95) <= 10**9
+    with pytest.raises(ValueError):
+        sample_size.min_per_side_epsilon(largest + 0.01, 1e-5, 0.95)
+
+
+@pytest.mark.parametrize("limit", [20.0, 50.0, 1e6])
+@pytest.mark.parametrize("allowed", [STRICT, SMALL_OK])
+def test_an_epsilon_limit_no_audit_can_exceed_is_refused_not_waved_through(
+    limit: float, allowed: Preconditions
+) -> None:
+    spec = _gate(max_epsilon_lower_bound=limit, max_auc=0.6)
+    largest = sample_size.largest_checkable_epsilon(1e-5, 0.95)
+    with pytest.raises(PolicyError) as error:  # not the bare ValueError that was exit 3
+        check_sample_sizes(spec, AuditSize(10**6, 10**6), StatisticsSpec(), allowed)
+    message = str(error.value)
+    assert message.startswith(f"gate.max_epsilon_lower_bound: {limit:g} can never be exceeded")
+    assert f"set a limit of at most {largest:.1f}" in message and "\n" not in message
+
+
 def _gate(**conditions: Any) -> GateSpec:
     return GateSpec.model_validate(conditions)
 
