@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     GetJsonSchemaHandler,
     ValidationInfo,
@@ -61,3 +62,17 @@ class JsonShorthand:
         if self.replace:
             return alternative
         return {"anyOf": [alternative, schema]}
+
+
+def plugin_entry(configs: Any, key: str, names: Callable[[], list[str]]) -> Any:
+    """The annotation of a policy entry that configures one registered plugin: `configs` is
+    the union of their config models; a bare name stands for `{key: name}` (`- loss`,
+    `executor: local`), which the schema accepts too, listing `names()` when it is generated
+    (so that plugins' names are in it)."""
+
+    def bare_name(value: Any) -> Any:
+        return {key: value} if isinstance(value, str) else value
+
+    return Annotated[
+        configs, BeforeValidator(bare_name), JsonShorthand(lambda _: {"enum": names()})
+    ]

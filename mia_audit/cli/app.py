@@ -98,6 +98,17 @@ FloorTprOption = Annotated[
 FORMATS_HELP = "json, html, markdown, junit, sarif, or a plugin's"
 
 
+def formats_option(what: str, default: str) -> Any:
+    """The repeatable `--format`/`-f` option; its help names `what` a format is, the formats,
+    and the `default` when none is given."""
+    return typer.Option(
+        "--format",
+        "-f",
+        metavar="FORMAT",
+        help=f"{what} ({FORMATS_HELP}; repeatable); {default}",
+    )
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"mia-audit {__version__}")
@@ -189,13 +200,7 @@ def run(
     device: DeviceOption = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Overrides runtime.seed.")] = None,
     formats: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--format",
-            "-f",
-            metavar="FORMAT",
-            help=f"Report format ({FORMATS_HELP}; repeatable); overrides outputs.formats.",
-        ),
+        list[str] | None, formats_option("Report format", "overrides outputs.formats.")
     ] = None,
     baseline: Annotated[
         Path | None,
@@ -396,13 +401,7 @@ RENDER_DEFAULT_FORMATS = ("html", "markdown", "junit")
 def render(
     result_json: Annotated[Path, typer.Argument(help="A result.json written by `mia-audit run`.")],
     formats: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--format",
-            "-f",
-            metavar="FORMAT",
-            help=f"Format to write ({FORMATS_HELP}; repeatable); default html, markdown, junit.",
-        ),
+        list[str] | None, formats_option("Format to write", "default html, markdown, junit.")
     ] = None,
     output_dir: Annotated[
         Path | None,

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime
 from typing import TextIO
 
@@ -72,29 +72,24 @@ class _Stage:
         return ", ".join(parts)
 
 
+@dataclass(eq=False)
 class _LineLog:
     """Plain progress lines with a timestamp, at most one progress line per `interval`."""
 
-    def __init__(
-        self,
-        stream: TextIO,
-        interval: float,
-        verbose: bool,
-        clock: Callable[[], float],
-        wallclock: Callable[[], datetime],
-        heartbeat: bool,
-    ) -> None:
-        self.stream = stream
-        self.interval = interval
-        self.verbose = verbose
-        self.clock = clock
-        self.wallclock = wallclock
-        self.stages: list[_Stage] = []
-        self.last_line = float("-inf")
-        self.lock = threading.RLock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if heartbeat and interval > 0:
+    stream: TextIO
+    interval: float
+    verbose: bool
+    clock: Callable[[], float]
+    wallclock: Callable[[], datetime]
+    heartbeat: InitVar[bool]
+    stages: list[_Stage] = field(default_factory=list, init=False)
+    last_line: float = field(default=float("-inf"), init=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+
+    def __post_init__(self, heartbeat: bool) -> None:
+        if heartbeat and self.interval > 0:
             self._thread = threading.Thread(target=self._beat, name="mia-audit-progress")
             self._thread.daemon = True
             self._thread.start()

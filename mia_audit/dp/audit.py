@@ -177,16 +177,16 @@ def _result(
         accountant_epsilon=None if math.isinf(accountant) else accountant,
         delta=delta,
         epsilon_lower_bound=bound.epsilon,
-        guesses=bound.guesses,
-        correct=bound.correct,
-        k_plus=bound.k_plus,
-        k_minus=bound.k_minus,
-        candidates=bound.candidates,
+        **{name: getattr(bound, name) for name in _GUESS_FIELDS},
         two_sided_bound=_two_sided(canaries.included, scores, delta, confidence, inputs.seed),
         best_possible=one_run.perfect_one_run_epsilon(len(scores), delta, confidence),
         cached=cached,
         seconds=0.0,
     )
+
+
+#: The guesses behind the one-run bound, as `OneRunAudit` and `OneRunBound` both name them.
+_GUESS_FIELDS = ("guesses", "correct", "k_plus", "k_minus", "candidates")
 
 
 def _two_sided(

@@ -93,15 +93,7 @@ def evaluate_attack(
 ) -> AttackResult:
     """Every figure of one attack's scores, built once."""
     is_member, spec, fprs = samples.is_member, settings.statistics, settings.fprs
-    boot = stats.bootstrap_metrics(
-        is_member,
-        scores,
-        fprs,
-        n_resamples=spec.n_resamples,
-        level=spec.confidence_level,
-        random_state=_rng(settings.seed, _OVERALL),
-        with_advantage=True,
-    )
+    boot = _bootstrap(is_member, scores, fprs, spec, _rng(settings.seed, _OVERALL), advantage=True)
     tprs = metrics.tpr_at_fprs(is_member, scores, fprs)
     n_non_members = int((~is_member).sum())
     return AttackResult(
@@ -151,15 +143,28 @@ def auc_interval(
     """Bootstrap CI of the AUC, or None when a side is empty."""
     if not _has_both(is_member):
         return None
-    boot = stats.bootstrap_metrics(
+    return _interval(_bootstrap(is_member, scores, (), spec, rng).auc)
+
+
+def _bootstrap(
+    is_member: np.ndarray,
+    scores: np.ndarray,
+    fprs: Sequence[float],
+    spec: StatisticsSpec,
+    rng: np.random.Generator,
+    *,
+    advantage: bool = False,
+) -> stats.BootstrapResult:
+    """The bootstrap CIs at the policy's resamples and confidence level."""
+    return stats.bootstrap_metrics(
         is_member,
         scores,
-        (),
+        fprs,
         n_resamples=spec.n_resamples,
         level=spec.confidence_level,
         random_state=rng,
+        with_advantage=advantage,
     )
-    return _interval(boot.auc)
 
 
 def _with_class_ci(

@@ -58,9 +58,7 @@ def audit_set_bounds(
             ClaimBound(
                 source=attack,
                 epsilon_lower_bound=bound.value,
-                tpr=bound.tpr,
-                fpr=bound.fpr,
-                threshold=bound.threshold,
+                **bound.model_dump(include={"tpr", "fpr", "threshold"}),
                 samples=bound.n_evaluation,
                 best_possible=best,
                 needed=_per_side_needed(claim, spec.confidence_level),

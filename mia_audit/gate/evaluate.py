@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
+from typing import Any
 
 from mia_audit.errors import (
     InputError,
@@ -146,14 +147,15 @@ def _worst(per_attack: Mapping[str, float]) -> str:
     return max(per_attack, key=lambda attack: per_attack[attack])
 
 
-def _evaluate(
+def _decided_by(
+    worst: str,
     condition: ConditionId,
-    limit: MetricLimit,
-    scope: Sequence[str],
-    metrics: Mapping[str, AttackMetrics],
+    limit: GateLimit,
+    per_attack: dict[str, float],
+    **details: Any,
 ) -> Condition:
-    per_attack = {attack: metrics[attack].value(condition, limit.statistic) for attack in scope}
-    worst = _worst(per_attack)
+    """The condition as attack `worst` decides it: its value in `per_attack` against the limit;
+    `details` are the fields only some kinds of condition fill."""
     value = per_attack[worst]
     return Condition(
         id=str(condition),
@@ -163,11 +165,28 @@ def _evaluate(
         value=value,
         threshold=limit.max,
         passed=value <= limit.max,
+        per_attack=per_attack,
+        description=describe_limit(condition.metric, limit),
+        **details,
+    )
+
+
+def _evaluate(
+    condition: ConditionId,
+    limit: MetricLimit,
+    scope: Sequence[str],
+    metrics: Mapping[str, AttackMetrics],
+) -> Condition:
+    per_attack = {attack: metrics[attack].value(condition, limit.statistic) for attack in scope}
+    worst = _worst(per_attack)
+    return _decided_by(
+        worst,
+        condition,
+        limit,
+        per_attack,
         statistic=limit.statistic,
         point=metrics[worst].point(condition),
         ci=metrics[worst].ci.get(condition),
-        per_attack=per_attack,
-        description=describe_limit(condition.metric, limit),
     )
 
 
@@ -187,17 +206,8 @@ def _evaluate_epsilon(
             )
         per_attack[attack] = epsilon
     worst = _worst(per_attack)
-    return Condition(
-        id="epsilon_lower_bound",
-        metric="epsilon_lower_bound",
-        attack=worst,
-        value=per_attack[worst],
-        threshold=limit.max,
-        passed=per_attack[worst] <= limit.max,
-        point=per_attack[worst],
-        per_attack=per_attack,
-        description=describe_limit("epsilon_lower_bound", limit),
-    )
+    condition = ConditionId("epsilon_lower_bound")
+    return _decided_by(worst, condition, limit, per_attack, point=per_attack[worst])
 
 
 def _class_value(row: ClassAuc, statistic: Statistic) -> float:
@@ -229,19 +239,15 @@ def _evaluate_class_auc(
         note = f"not gated (fewer than {minimum} members or non-members): class " + ", ".join(
             sorted(skipped)
         )
-    return Condition(
-        id="class_auc",
-        metric="class_auc",
-        attack=worst,
-        value=per_attack[worst],
-        threshold=limit.max,
-        passed=per_attack[worst] <= limit.max,
+    return _decided_by(
+        worst,
+        ConditionId("class_auc"),
+        limit,
+        per_attack,
         statistic=limit.statistic,
         point=row.auc,
         ci=row.ci,
         slice=f"class {row.label}",
-        per_attack=per_attack,
-        description=describe_limit("class_auc", limit),
         note=note,
     )
 
@@ -282,19 +288,14 @@ def _evaluate_increase(
     deltas = {a: round(current[a] - previous[a], _DELTA_DECIMALS) for a in compared}
     worst = _worst(deltas)
     missing = [attack for attack in scope if attack not in baseline.attacks]
-    return Condition(
-        id=str(condition_id),
-        metric=condition_id.metric,
-        fpr=condition_id.fpr,
-        attack=worst,
-        value=deltas[worst],
-        threshold=limit.max,
-        passed=deltas[worst] <= limit.max,
+    return _decided_by(
+        worst,
+        condition_id,
+        limit,
+        deltas,
         point=current[worst],
         baseline_value=previous[worst],
         current_value=current[worst],
-        per_attack=deltas,
-        description=describe_limit(condition_id.metric, limit),
         note=f"not in the baseline: {', '.join(missing)}" if missing else None,
     )
 

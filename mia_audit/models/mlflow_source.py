@@ -179,15 +179,10 @@ def load_registry_target(
             raise InputError(_naming_uri(str(error), model_file, where)) from None
         record = MlflowTarget(
             uri=uri,
-            resolved_uri=resolved.resolved_uri,
             tracking_uri=redacted(server),
-            name=resolved.name,
-            version=resolved.version,
-            alias=resolved.alias,
-            run_id=resolved.run_id,
-            source=resolved.source,
             artifact=artifact,
             artifact_sha256=file_sha256(model_file),
+            **dataclasses.asdict(resolved),
         )
     return dataclasses.replace(loaded, mlflow=record)
 

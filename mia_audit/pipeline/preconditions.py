@@ -28,18 +28,8 @@ from mia_audit.errors import InputError, PolicyError
 from mia_audit.evaluation import sample_size
 from mia_audit.evaluation.metrics import advantage, auc, min_negatives_for_fpr, tpr_at_fpr
 from mia_audit.evaluation.settings import StatisticsSpec
+from mia_audit.gate import spec
 from mia_audit.gate.evaluate import class_min_samples
-from mia_audit.gate.spec import (
-    ClassAucLimit,
-    ConditionId,
-    EpsilonLimit,
-    GateLimit,
-    GateSpec,
-    IncreaseLimit,
-    Suppression,
-    TprIncreaseLimit,
-    TprLimit,
-)
 from mia_audit.policy.run import Preconditions
 
 #: Significance level of the swap and weak-target tests. Small, because a false alarm stops an
@@ -241,7 +231,7 @@ def check_attacks_oriented(
 
 
 def swapped_view_problem(
-    gate: GateSpec,
+    gate: spec.GateSpec,
     is_member: np.ndarray,
     labels: np.ndarray,
     scores_by_attack: Mapping[str, np.ndarray],
@@ -261,7 +251,7 @@ def swapped_view_problem(
         if auc(members, scores) >= 0.5:
             continue
         for condition_id, limit in gate.limits():
-            if isinstance(limit, IncreaseLimit | EpsilonLimit):
+            if isinstance(limit, spec.IncreaseLimit | spec.EpsilonLimit):
                 continue  # the epsilon bound is symmetric already; baselines compare like views
             scope = limit.attacks or gate.attacks
             if scope is not None and label not in scope:
@@ -306,16 +296,16 @@ def _small_audit_hint(min_false_positives: int) -> str:
 
 
 def _mirrored_value(
-    condition_id: ConditionId,
-    limit: GateLimit,
+    condition_id: spec.ConditionId,
+    limit: spec.GateLimit,
     members: np.ndarray,
     labels: np.ndarray,
     scores: np.ndarray,
 ) -> float | None:
     """The condition's point value with `members` as the member side."""
-    if isinstance(limit, TprLimit):
+    if isinstance(limit, spec.TprLimit):
         return tpr_at_fpr(members, scores, limit.fpr)
-    if isinstance(limit, ClassAucLimit):
+    if isinstance(limit, spec.ClassAucLimit):
         minimum = class_min_samples(limit)
         values = [
             auc(members[labels == c], scores[labels == c])
@@ -343,7 +333,7 @@ class AuditSize:
 
 
 def check_sample_sizes(
-    gate: GateSpec, size: AuditSize, statistics: StatisticsSpec, preconditions: Preconditions
+    gate: spec.GateSpec, size: AuditSize, statistics: StatisticsSpec, preconditions: Preconditions
 ) -> list[str]:
     """Refuse (exit 2) every condition the audit set is too small to decide; with
     `allow_small_audit`, note each instead (the verdict is then a smoke test)."""
@@ -367,13 +357,16 @@ def check_sample_sizes(
 
 
 def _size_problem(
-    condition_id: ConditionId, limit: GateLimit, size: AuditSize, statistics: StatisticsSpec
+    condition_id: spec.ConditionId,
+    limit: spec.GateLimit,
+    size: AuditSize,
+    statistics: StatisticsSpec,
 ) -> str | None:
     field = condition_id.field
     have = f"the audit set has {size.n_members} members and {size.n_non_members} non-members"
-    if isinstance(limit, ClassAucLimit):
+    if isinstance(limit, spec.ClassAucLimit):
         return _class_problem(limit, size)
-    if isinstance(limit, TprLimit | TprIncreaseLimit):
+    if isinstance(limit, spec.TprLimit | spec.TprIncreaseLimit):
         members = sample_size.min_members_tpr()
         non_members = min_negatives_for_fpr(limit.fpr, statistics.min_false_positives)
         if size.n_members < members or size.n_non_members < non_members:
@@ -382,7 +375,7 @@ def _size_problem(
                 f"{non_members} non-members; {have}"
             )
         return None
-    if isinstance(limit, EpsilonLimit):
+    if isinstance(limit, spec.EpsilonLimit):
         needed = _epsilon_minimum(field, limit.max, statistics)
         what = f"an epsilon limit of {limit.max:g} needs"
     elif condition_id.metric == "advantage":
@@ -415,7 +408,7 @@ def _epsilon_minimum(field: str, limit: float, statistics: StatisticsSpec) -> in
         ) from None
 
 
-def _class_problem(limit: ClassAucLimit, size: AuditSize) -> str | None:
+def _class_problem(limit: spec.ClassAucLimit, size: AuditSize) -> str | None:
     minimum = sample_size.min_per_side_auc()
     if limit.min_samples is not None and limit.min_samples < minimum:
         return (
@@ -432,7 +425,7 @@ def _class_problem(limit: ClassAucLimit, size: AuditSize) -> str | None:
     )
 
 
-def check_waivers(suppressions: Sequence[Suppression], today: date) -> None:
+def check_waivers(suppressions: Sequence[spec.Suppression], today: date) -> None:
     """A waiver that runs more than MAX_WAIVER_DAYS ahead is a permanent one in disguise."""
     horizon = today + timedelta(days=MAX_WAIVER_DAYS)
     for index, suppression in enumerate(suppressions):

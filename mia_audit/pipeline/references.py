@@ -23,7 +23,7 @@ def prepare_references(
     references.prepare(requests)
     prepared.progress.note(
         f"reference models: {references.trained} trained, "
-        f"{len(references.model_keys) - references.trained} reused from the cache"
+        f"{references.reused()} reused from the cache"
     )
     return references
 

@@ -12,7 +12,7 @@ from pydantic import BeforeValidator, Field
 from mia_audit.references.executors import executor_config_union, executor_kinds
 from mia_audit.references.executors.base import ExecutorConfig
 from mia_audit.references.executors.local import LocalExecutorConfig
-from mia_audit.settings import JsonShorthand, PolicyPath, StrictModel
+from mia_audit.settings import JsonShorthand, PolicyPath, StrictModel, plugin_entry
 
 
 def device_alias(value: Any) -> Any:
@@ -20,18 +20,10 @@ def device_alias(value: Any) -> Any:
     return "cuda" if isinstance(value, str) and value.strip().lower() == "gpu" else value
 
 
-def _bare_executor_kind(value: Any) -> Any:
-    return {"kind": value} if isinstance(value, str) else value
-
-
 if typing.TYPE_CHECKING:
     ExecutorEntry = ExecutorConfig
 else:
-    ExecutorEntry = Annotated[
-        executor_config_union(),
-        BeforeValidator(_bare_executor_kind),
-        JsonShorthand(lambda _: {"enum": executor_kinds()}),  # `executor: local`
-    ]
+    ExecutorEntry = plugin_entry(executor_config_union(), "kind", executor_kinds)
 
 
 class Preconditions(StrictModel):

@@ -7,10 +7,9 @@ strict: an unknown key is an error, so a typo cannot silently switch a condition
 from __future__ import annotations
 
 import typing
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    BeforeValidator,
     ConfigDict,
     Field,
     model_validator,
@@ -26,13 +25,9 @@ from mia_audit.models.settings import ModelSpec, PreprocessingEntry
 from mia_audit.policy.run import Preconditions, RuntimeSpec
 from mia_audit.references.settings import ReferenceTraining
 from mia_audit.reports.settings import OutputSpec
-from mia_audit.settings import JsonSchema, JsonShorthand, StrictModel
+from mia_audit.settings import JsonSchema, StrictModel, plugin_entry
 
 POLICY_VERSION = 1
-
-
-def _bare_attack_name(value: Any) -> Any:
-    return {"name": value} if isinstance(value, str) else value
 
 
 if typing.TYPE_CHECKING:
@@ -40,11 +35,7 @@ if typing.TYPE_CHECKING:
     # an AttackConfig.
     AttackEntry = AttackConfig
 else:
-    AttackEntry = Annotated[
-        attack_config_union(),
-        BeforeValidator(_bare_attack_name),
-        JsonShorthand(lambda _: {"enum": attack_names()}),  # `- loss`, read at schema time
-    ]
+    AttackEntry = plugin_entry(attack_config_union(), "name", attack_names)
 
 
 def _reference_architecture_rule(schema: JsonSchema) -> None:

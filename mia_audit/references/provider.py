@@ -143,10 +143,9 @@ class ReferenceModels:
     def trained(self) -> int:
         return self.trainer.trained
 
-    @property
-    def model_keys(self) -> set[str]:
-        """Every model of every prepared set."""
-        return self.catalogue.model_keys
+    def reused(self) -> int:
+        """Models of the prepared sets that this run did not train: the cache had them."""
+        return len(self.catalogue.model_keys) - self.trained
 
     def set_fits(self, mode: Mode, count: int) -> tuple[tuple[str, ModelFit], ...]:
         """(key, fit) of every model of a prepared set, in the set's order."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -93,6 +94,7 @@ def rmia_scores(
     gamma: float = 2.0,
     offline_a: float = 0.3,
     aggregation: Aggregation = "mean",
+    dense: bool = False,
 ) -> FloatArray:
     """RMIA score of each audit sample, by sorting the population's ratios.
 
@@ -116,6 +118,8 @@ def rmia_scores(
             returns False on a tie). It does not decompose: after the same per-query sort,
             every pair is compared on small integer ranks in blocks of about 4M pairs,
             O(q (n + z) log z + q n z) time, O(q (n + z) + 4M) memory.
+        dense: compute by the direct definition instead, the full n x z comparison matrix per
+            query: the same result, O(q n z) time and O(n z) memory.
 
     Returns:
         (n,) scores in [0, 1], higher = more likely a member.
@@ -123,27 +127,12 @@ def rmia_scores(
     ratios = _log_ratios(
         target_x, reference_x, target_z, reference_z, in_mask_x, in_mask_z, gamma, offline_a
     )
-    return _fast_scores(ratios, _check_aggregation(aggregation))
+    scores = _dense_scores if dense else _fast_scores
+    return scores(ratios, _check_aggregation(aggregation))
 
 
-def rmia_scores_dense(
-    target_x: np.ndarray,
-    reference_x: np.ndarray,
-    target_z: np.ndarray,
-    reference_z: np.ndarray,
-    *,
-    in_mask_x: np.ndarray | None = None,
-    in_mask_z: np.ndarray | None = None,
-    gamma: float = 2.0,
-    offline_a: float = 0.3,
-    aggregation: Aggregation = "mean",
-) -> FloatArray:
-    """The direct definition: the full n x z comparison matrix per query. Same arguments and
-    result as :func:`rmia_scores`; O(q n z) time and O(n z) memory, for tests and reference."""
-    ratios = _log_ratios(
-        target_x, reference_x, target_z, reference_z, in_mask_x, in_mask_z, gamma, offline_a
-    )
-    return _dense_scores(ratios, _check_aggregation(aggregation))
+#: The direct definition, ``rmia_scores(..., dense=True)``: for tests and reference.
+rmia_scores_dense = partial(rmia_scores, dense=True)
 
 
 def tune_offline_a(
