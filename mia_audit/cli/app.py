@@ -68,6 +68,15 @@ DeviceOption = Annotated[
     Device | None,
     typer.Option(help="Overrides runtime.device (gpu is cuda).", case_sensitive=False),
 ]
+ExecutorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        metavar="KIND|MAPPING",
+        help="Overrides runtime.executor: local, ray, or a JSON/YAML mapping such as "
+        "'{kind: ray, address: auto}'.",
+    ),
+]
 FloorFileOption = Annotated[
     Path | None,
     typer.Option(
@@ -211,15 +220,7 @@ def run(
     floor_file: FloorFileOption = None,
     floor_max_auc: FloorMaxAucOption = None,
     floor_max_tpr_at_fpr: FloorTprOption = None,
-    executor: Annotated[
-        str | None,
-        typer.Option(
-            "--executor",
-            metavar="KIND|MAPPING",
-            help="Overrides runtime.executor: local, ray, or a JSON/YAML mapping such as "
-            "'{kind: ray, address: auto}'.",
-        ),
-    ] = None,
+    executor: ExecutorOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:

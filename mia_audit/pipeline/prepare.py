@@ -107,15 +107,7 @@ def prepare_run(
         if policy.data.population is not None:
             check_population(policy, data.members_available, data.audit_set.population)
     load_seconds = time.perf_counter() - start
-    audit_set = data.audit_set
-    check_audit_size(inputs.floor, audit_set.n_members, audit_set.n_non_members)
-    check_gate_support(policy.gate, audit_set.n_non_members, policy.statistics.min_false_positives)
-    check_attack_data(attacks, audit_set.n_members, audit_set.n_non_members)
-    for note in audit_set.notes:  # result.json keeps these under data.notes
-        progress.note(note)
-    notes = _checked_sizes(policy, audit_set)
-    for note in notes:
-        progress.note(note)
+    notes = _check_sizes(inputs, attacks, data.audit_set, progress)
     with naming_model(policy):
         num_classes, model, outputs = check_model(model, data, policy, preprocess)
     check_output_kind(inputs.floor, outputs.declared, outputs.detected)
@@ -139,6 +131,23 @@ def prepare_run(
         notes=tuple(notes),
         load_seconds=load_seconds,
     )
+
+
+def _check_sizes(
+    inputs: AuditInputs, attacks: tuple[Attack[Any], ...], audit_set: AuditSet, progress: Progress
+) -> list[str]:
+    """The audit set against the floor, the gate and the attacks; its notes, said, and the
+    size notes the result keeps."""
+    policy = inputs.policy
+    check_audit_size(inputs.floor, audit_set.n_members, audit_set.n_non_members)
+    check_gate_support(policy.gate, audit_set.n_non_members, policy.statistics.min_false_positives)
+    check_attack_data(attacks, audit_set.n_members, audit_set.n_non_members)
+    for note in audit_set.notes:  # result.json keeps these under data.notes
+        progress.note(note)
+    notes = _checked_sizes(policy, audit_set)
+    for note in notes:
+        progress.note(note)
+    return notes
 
 
 def _kind_source(declared: str) -> str:
