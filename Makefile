@@ -17,7 +17,9 @@ demo: $(BIN)/.installed
 	$(BIN)/mia-audit demo --dir mia-demo
 
 # Two workers, a test file each: the end-to-end tests spend much of their time starting
-# processes and waiting on subprocesses, so this takes the suite from about 17 to about 13 minutes on 2 cores.
+# processes and waiting on subprocesses. OMP_WAIT_POLICY=PASSIVE: the two workers' torch threads
+# oversubscribe two cores, and spinning OpenMP waits made that several times slower
+# (bench/omp_wait.py); the whole suite took 16 minutes on 2 nearly quiet cores.
 TEST_WORKERS ?= 2
 
 # The whole suite, every tier (what CI runs through .ci/run).
