@@ -118,6 +118,45 @@ class ReferenceSetFit(ResultModel):
     models: list[ReferenceModelFit]
 
 
+class CalibrationCandidate(ResultModel):
+    """One recipe the calibration pilot tried, and how its model fits beside the target."""
+
+    epochs: int
+    weight_decay: float
+    augment: list[str]
+    train_accuracy: float = Field(description="On its own training samples (a sample).")
+    held_out_accuracy: float = Field(description="On samples it did not train on.")
+    train_confidence: float = Field(description="Mean true-class probability, training side.")
+    held_out_confidence: float = Field(description="Mean true-class probability, held out.")
+    distance: float = Field(description="Largest gap of the four figures to the target's.")
+    trained: bool = Field(description="False when the cache had the model.")
+    seconds: float
+
+
+class ReferenceCalibration(ResultModel):
+    """The calibration pilot (`reference_training.calibrate`, docs/calibration.md): the
+    target's four figures, each candidate recipe tried in order, and the one chosen."""
+
+    target_train_accuracy: float = Field(description="The target's accuracy on members.")
+    target_held_out_accuracy: float = Field(description="Its accuracy on non-members.")
+    target_train_confidence: float = Field(description="Mean true-class probability, members.")
+    target_held_out_confidence: float = Field(
+        description="Mean true-class probability, non-members."
+    )
+    tolerance: float
+    max_models: int
+    candidates: list[CalibrationCandidate]
+    chosen: int = Field(description="Index of the chosen candidate (the smallest distance).")
+    matched: bool = Field(description="Whether the chosen one is within the tolerance.")
+    stopped: Literal["matched", "budget", "exhausted"] = Field(
+        description="Why the search stopped: a match, max_models spent, or no move left."
+    )
+    out_of_range: list[str] = Field(
+        default_factory=list, description="The knob the best candidate wanted beyond the grid."
+    )
+    seconds: float
+
+
 class ReferenceFit(ResultModel):
     """How closely the reference models reproduce the target's fit (docs/attacks.md, Reference
     models).
@@ -133,6 +172,9 @@ class ReferenceFit(ResultModel):
     max_shortfall: float
     reproduces_target: bool
     sets: list[ReferenceSetFit]
+    calibration: ReferenceCalibration | None = Field(
+        None, description="The calibration pilot, when reference_training.calibrate is on."
+    )
 
 
 class FactoryInfo(ResultModel):

@@ -71,6 +71,15 @@ class Throughput:
 
 
 @dataclass(frozen=True)
+class PilotBound:
+    """The most the calibration pilot can train: `max_models` models and these images (its
+    walk moves one grid step per model; the model it chooses is the first reference model)."""
+
+    max_models: int
+    training_images: int
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """What `mia-audit run` will do with this policy, and about how long it will take."""
 
@@ -91,6 +100,8 @@ class RunPlan:
     #: Bytes the cache grows by (new models and logits).
     cache_bytes: int
     max_minutes: float | None
+    #: The calibration pilot's bound (reference_training.calibrate): models and training images.
+    pilot: PilotBound | None = None
 
     @property
     def seconds(self) -> float:
@@ -136,6 +147,12 @@ class RunPlan:
             "cache_dir": str(self.cache_dir),
             "cache_bytes": self.cache_bytes,
             "max_minutes": self.max_minutes,
+            "calibration_pilot": None
+            if self.pilot is None
+            else {
+                "max_models": self.pilot.max_models,
+                "max_training_images": self.pilot.training_images,
+            },
         }
 
 
@@ -160,7 +177,8 @@ def plan_run(prepared: PreparedRun) -> RunPlan:
     target_images = n_audit * (len(views) - cached_views) + n_population * len(population_views)
     with progress.stage("measuring throughput"):
         throughput = _measure(prepared, references, survey)
-    phases = _phases(prepared, throughput, target_images, survey)
+    pilot = _pilot_bound(prepared, references)
+    phases = _phases(prepared, throughput, target_images, survey, pilot)
     return RunPlan(
         name=policy.name,
         device=prepared.device,
@@ -175,9 +193,23 @@ def plan_run(prepared: PreparedRun) -> RunPlan:
         throughput=throughput,
         phases=phases,
         cache_dir=policy.runtime.cache_dir,
-        cache_bytes=_cache_bytes(prepared, target_images, survey, references),
+        cache_bytes=_cache_bytes(prepared, target_images, survey, references, pilot),
         max_minutes=policy.runtime.max_minutes,
+        pilot=pilot,
     )
+
+
+def _pilot_bound(prepared: PreparedRun, references: ReferenceModels | None) -> PilotBound | None:
+    training = prepared.policy.reference_training
+    if references is None or not training.calibrate:
+        return None
+    from mia_audit.references.calibration import CandidateGrid, pilot_epochs_bound
+
+    recipe = references.setup.recipe
+    grid = CandidateGrid.of(training.calibration, recipe)
+    max_models = training.calibration.max_models
+    epochs = pilot_epochs_bound(grid, grid.start(recipe), max_models)
+    return PilotBound(max_models, epochs * references.setup.train_size)
 
 
 def check_max_minutes(plan: RunPlan) -> None:
@@ -303,6 +335,7 @@ def _phases(
     throughput: Throughput,
     target_images: int,
     survey: ReferenceSurvey | None,
+    pilot: PilotBound | None = None,
 ) -> tuple[Phase, ...]:
     phases = [
         Phase("loading data and model", prepared.load_seconds, "measured"),
@@ -315,6 +348,16 @@ def _phases(
     if survey is not None and survey.models:
         training = throughput.training or 0.0
         inference = throughput.reference_inference or throughput.inference
+        if pilot is not None:
+            phases.append(
+                Phase(
+                    "calibration pilot",
+                    pilot.training_images / training if training else 0.0,
+                    f"at most {plural(pilot.max_models, 'model')}, {pilot.training_images} "
+                    f"images at {training:.1f} images/s (its chosen model is the first "
+                    "reference model; cached candidates train nothing)",
+                )
+            )
         phases.append(
             Phase(
                 "reference training",
@@ -346,6 +389,7 @@ def _cache_bytes(
     target_images: int,
     survey: ReferenceSurvey | None,
     references: ReferenceModels | None,
+    pilot: PilotBound | None = None,
 ) -> int:
     """Logits are float32 (images x classes); a model file is its state dict's tensors."""
     logits = 4 * prepared.num_classes * target_images
@@ -354,4 +398,5 @@ def _cache_bytes(
     logits += 4 * prepared.num_classes * survey.inference_images
     module = references.setup.architecture.build()
     model_bytes = sum(int(t.numel()) * int(t.element_size()) for t in module.state_dict().values())
-    return logits + survey.to_train * model_bytes
+    pilot_models = 0 if pilot is None else pilot.max_models
+    return logits + (survey.to_train + pilot_models) * model_bytes

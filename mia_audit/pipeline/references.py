@@ -16,10 +16,15 @@ from mia_audit.references.provider import ReferenceModels, ReferenceSetup, Targe
 
 
 def prepare_references(
-    prepared: PreparedRun, requests: Sequence[ReferenceRequest], notify: Notify | None = None
+    prepared: PreparedRun,
+    requests: Sequence[ReferenceRequest],
+    notify: Notify | None = None,
+    *,
+    provider: ReferenceModels | None = None,
 ) -> ReferenceModels:
-    """Train (or load) every reference model the attacks asked for, once, with their logits."""
-    references = reference_provider(prepared, notify)
+    """Train (or load) every reference model the attacks asked for, once, with their logits
+    (through `provider`, e.g. the calibration pilot's choice, else the policy's recipe's)."""
+    references = provider or reference_provider(prepared, notify)
     references.prepare(requests)
     prepared.progress.note(
         f"reference models: {references.trained} trained, "

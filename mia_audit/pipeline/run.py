@@ -36,6 +36,7 @@ from mia_audit.models.loading import load_target
 from mia_audit.models.oracle import ClassifierOracle
 from mia_audit.pipeline import preconditions
 from mia_audit.pipeline.attacks import constant_score_notes, run_attacks
+from mia_audit.pipeline.calibration import calibrated_references, target_figures
 from mia_audit.pipeline.inputs import (
     AuditData,
     AuditInputs,
@@ -194,8 +195,15 @@ def _references(
     attacks = [attack for attack in prepared.attacks if isinstance(attack, ReferenceAttack)]
     if not attacks:
         return None, None
+    requests = [a.request() for a in attacks]
+    calibration = None
+    provider = None
+    if prepared.policy.reference_training.calibrate:
+        with timer.phase("calibration"):
+            figures = target_figures(target, prepared.data.audit_set)
+            provider, calibration = calibrated_references(prepared, requests, figures, trust.note)
     with timer.phase("reference models"):
-        references = prepare_references(prepared, [a.request() for a in attacks], trust.note)
+        references = prepare_references(prepared, requests, trust.note, provider=provider)
     fit = assess_reference_fit(
         references.set_fits,
         [(a.config.label, a.request().mode, a.request().count) for a in attacks],
@@ -204,7 +212,7 @@ def _references(
         prepared.policy.preconditions.reference_fit,
         trust.note,
     )
-    return references, fit
+    return references, fit.model_copy(update={"calibration": calibration})
 
 
 def _oracle(prepared: PreparedRun) -> ClassifierOracle | None:

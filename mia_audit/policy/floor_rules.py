@@ -132,12 +132,64 @@ def _data_and_model(policy: Policy, floor: Floor) -> Iterator[str]:
 def _recipe(policy: Policy, floor: Floor) -> Iterator[str]:
     if not policy.reference_attacks:
         return
-    for key, pinned in floor.spec.pinned_recipe.items():
+    pins = floor.spec.pinned_recipe
+    for key, pinned in pins.items():
+        if key == "calibration":
+            yield from _calibration(policy, floor)
+            continue
         value = _recipe_value(policy, key)
         if value != pinned:
             yield (
                 f"reference_training.{key}: is {_shown(value)}, but {floor.source} pins "
                 f"{_shown(pinned)}; set reference_training.{key}: {_shown(pinned)}"
+            )
+    if policy.reference_training.calibrate:
+        yield from _pins_the_pilot_may_change(policy, floor, pins)
+
+
+#: The recipe knobs the calibration pilot sets, and the grid method that lists its values.
+PILOT_KNOBS = {"epochs": "epochs_of", "weight_decay": "weight_decays_of", "augment": "augments_of"}
+
+
+def _pins_the_pilot_may_change(policy: Policy, floor: Floor, pins: dict[str, Any]) -> Iterator[str]:
+    """A knob the floor pins is the pilot's only value for it (the pilot would otherwise
+    train the reference models with another)."""
+    training = policy.reference_training
+    for key, method in PILOT_KNOBS.items():
+        if key not in pins:
+            continue
+        values = getattr(training.calibration, method)(training)
+        pinned = tuple(sorted(set(pins[key]))) if key == "augment" else pins[key]
+        if values != (pinned,):
+            yield (
+                f"reference_training.calibration.{key}: the calibration pilot may try "
+                f"{_shown(values)}, but {floor.source} pins {key} {_shown(pins[key])}; set "
+                f"reference_training.calibration.{key}: [{_shown(pins[key])}] (or calibrate: "
+                "false)"
+            )
+
+
+def _calibration(policy: Policy, floor: Floor) -> Iterator[str]:
+    """A floor's pilot settings: tolerance no looser, budget no smaller, its grids as set."""
+    ours, theirs = policy.reference_training.calibration, floor.spec.reference_training.calibration
+    key = "reference_training.calibration"
+    if ours.tolerance > theirs.tolerance:
+        yield (
+            f"{key}.tolerance: {ours.tolerance:g} is above {floor.source}'s "
+            f"{theirs.tolerance:g} (a looser match calls a worse recipe calibrated); set it to "
+            f"{theirs.tolerance:g} or lower"
+        )
+    if ours.max_models < theirs.max_models:
+        yield (
+            f"{key}.max_models: {ours.max_models} is below {floor.source}'s "
+            f"{theirs.max_models}; set it to {theirs.max_models} or higher"
+        )
+    for knob in sorted(theirs.model_fields_set & set(PILOT_KNOBS)):
+        if getattr(ours, knob) != getattr(theirs, knob):
+            pinned = _shown(getattr(theirs, knob))
+            yield (
+                f"{key}.{knob}: is {_shown(getattr(ours, knob))}, but {floor.source} pins "
+                f"{pinned}; set {key}.{knob}: {pinned}"
             )
 
 
@@ -151,7 +203,7 @@ def _recipe_value(policy: Policy, key: str) -> Any:
 
 def _shown(value: Any) -> str:
     if isinstance(value, tuple):
-        return "[" + ", ".join(map(str, value)) + "]"
+        return "[" + ", ".join(map(_shown, value)) + "]"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

@@ -97,6 +97,9 @@ class ModelFit:
     n_held_out: int
     #: One-sided Mann-Whitney p-value that its IN loss is lower than its OUT loss.
     p_value: float
+    #: Mean probability of the true class on each side (the calibration pilot reads them).
+    train_confidence: float = float("nan")
+    held_out_confidence: float = float("nan")
 
     @property
     def fits_plan(self) -> bool:
@@ -120,6 +123,8 @@ def model_fit(
         n_train=len(labels_in),
         n_held_out=len(labels_out),
         p_value=mann_whitney_less(loss_in, loss_out),
+        train_confidence=float(np.exp(-loss_in).mean()) if len(loss_in) else float("nan"),
+        held_out_confidence=float(np.exp(-loss_out).mean()) if len(loss_out) else float("nan"),
     )
 
 

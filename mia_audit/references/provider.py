@@ -154,17 +154,40 @@ class ReferenceModels:
     def prepare(self, requests: Iterable[ReferenceRequest]) -> None:
         self.catalogue.add(requests)
         wanted = self.catalogue.wanted()
-        pending = {key: items for key, items in wanted.items() if not self._ready(key, items)}
         try:
-            retrain = self._use_cached(pending)
-            # before what training and the fresh models' checks say
-            self._refusals.publish(self.notify)
-            self._train({key: pending[key] for key in retrain})
-            self._use_trained({key: pending[key] for key in retrain})
+            self._load_or_train(wanted)
             self._logits.predict_target_population()
         finally:
             self.trainer.close()
             self._refusals.publish(self.notify)
+
+    def pilot(self, requests: Sequence[ReferenceRequest]) -> tuple[ModelFit, bool]:
+        """Only the first model of the first request's set, with every logit the requests want
+        of it: the calibration pilot's measurement of this recipe. Its fit, and whether it was
+        trained in this call (False: the cache or this run had it). The executor stays open
+        (the pilot's candidates share it; `prepare` closes it)."""
+        self.catalogue.add(requests)
+        first = requests[0]
+        key = self.catalogue.groups[(first.mode, first.count)].keys[0]
+        before = self.trained
+        try:
+            self._load_or_train({key: self.catalogue.wanted()[key]})
+        finally:
+            self._refusals.publish(self.notify)
+        return self.fits[key], self.trained > before
+
+    def close(self) -> None:
+        """Release the executor without preparing (a pilot candidate not chosen, an error)."""
+        self.trainer.close()
+
+    def _load_or_train(self, wanted: dict[str, Wanted]) -> None:
+        """Vouch for the cached models of `wanted`, train the rest, and compute their logits."""
+        pending = {key: items for key, items in wanted.items() if not self._ready(key, items)}
+        retrain = self._use_cached(pending)
+        # before what training and the fresh models' checks say
+        self._refusals.publish(self.notify)
+        self._train({key: pending[key] for key in retrain})
+        self._use_trained({key: pending[key] for key in retrain})
 
     def get(self, request: ReferenceRequest) -> ReferenceSet:
         group = self.catalogue.groups.get((request.mode, request.count))

@@ -101,17 +101,89 @@ class TrainingRecipe(BaseModel):
         return {**values, "trainer": TRAINER_VERSION}
 
 
+class CalibrationGrid(BaseModel):
+    """`reference_training.calibration`: the knobs the calibration pilot searches, its
+    tolerance and its budget (docs/calibration.md). Unset grids derive from the recipe."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    epochs: tuple[int, ...] | None = Field(
+        None,
+        min_length=1,
+        description="Epoch counts to try. Default: the recipe's epochs x 1/4, 1/2, 1, 2 and 4.",
+    )
+    weight_decay: tuple[float, ...] | None = Field(
+        None,
+        min_length=1,
+        description="Weight decays to try. Default: 0, the recipe's and 10 x the recipe's "
+        "(0, 5e-4 and 5e-3 when the recipe has none).",
+    )
+    augment: tuple[tuple[Augmentation, ...], ...] | None = Field(
+        None,
+        min_length=1,
+        description="Augmentations to try. Default: none, and the recipe's (flip and crop "
+        "when the recipe has none).",
+    )
+    tolerance: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="A candidate matches when its training and held-out accuracy and mean "
+        "true-class probability are each within this of the target's on members and "
+        "non-members.",
+    )
+    max_models: int = Field(
+        3,
+        ge=1,
+        le=64,
+        description="The pilot's budget: candidate recipes it trains a model of (the chosen "
+        "one is the run's first reference model, so it costs at most max_models - 1 extra).",
+    )
+
+    def epochs_of(self, recipe: TrainingRecipe) -> tuple[int, ...]:
+        if self.epochs is not None:
+            return tuple(sorted(set(self.epochs)))
+        base = recipe.epochs
+        return tuple(sorted({max(1, round(base * f)) for f in (0.25, 0.5, 1.0, 2.0, 4.0)}))
+
+    def weight_decays_of(self, recipe: TrainingRecipe) -> tuple[float, ...]:
+        if self.weight_decay is not None:
+            return tuple(sorted(set(self.weight_decay)))
+        base = recipe.weight_decay
+        return (0.0, 5e-4, 5e-3) if base == 0 else (0.0, base, 10 * base)
+
+    def augments_of(self, recipe: TrainingRecipe) -> tuple[tuple[Augmentation, ...], ...]:
+        """Augmentations from least to most (by how many are on), duplicates dropped."""
+        options = (
+            self.augment if self.augment is not None else ((), recipe.augment or ("flip", "crop"))
+        )
+        distinct = {tuple(sorted(set(option))): None for option in options}
+        return tuple(sorted(distinct, key=lambda option: (len(option), option)))
+
+
 class ReferenceTraining(TrainingRecipe, StrictModel):
     """How reference and shadow models are trained: copy the target's recipe as closely as
-    you know it (mismatched augmentation is the largest known loss of attack power).
+    you know it (mismatched augmentation is the largest known loss of attack power), or let
+    `calibrate` find the epochs, weight decay and augmentation that reproduce the target's fit.
 
     Unset `architecture`, `cifar_stem` and `train_size` default to model.architecture,
     model.cifar_stem and the number of members; `resolve` fills them in.
     """
 
+    calibrate: bool = Field(
+        False,
+        description="Before training the reference models, run a budgeted pilot that picks "
+        "the epochs, weight decay and augmentation (from `calibration`) whose models match the "
+        "target's accuracy on members and non-members (docs/calibration.md).",
+    )
+    calibration: CalibrationGrid = Field(
+        default_factory=CalibrationGrid,
+        description="The calibration pilot's grid, tolerance and budget.",
+    )
+
     def resolve(self, model: ModelSpec, n_members: int) -> TrainingRecipe:
         """The concrete recipe (every default filled in), as the model cache keys it."""
-        values = self.model_dump()
+        values = self.model_dump(exclude={"calibrate", "calibration"})
         values["architecture"] = self.architecture or model.architecture
         values["cifar_stem"] = model.cifar_stem if self.cifar_stem is None else self.cifar_stem
         values["train_size"] = self.train_size or n_members
