@@ -126,11 +126,21 @@ class CalibrationCandidate(ResultModel):
     augment: list[str]
     train_accuracy: float = Field(description="On its own training samples (a sample).")
     held_out_accuracy: float = Field(description="On samples it did not train on.")
-    train_confidence: float = Field(description="Mean true-class probability, training side.")
-    held_out_confidence: float = Field(description="Mean true-class probability, held out.")
+    train_confidence: float = Field(
+        description="Mean true-class log-odds, training side (clipped to +-10, over 10)."
+    )
+    held_out_confidence: float = Field(description="The same, held out.")
+    flip_gap: float = Field(
+        description="How much more its confidence drops on mirrored training samples than on "
+        "mirrored held-out ones (near 0: trained with flips)."
+    )
     distance: float = Field(description="Largest gap of the four figures to the target's.")
     trained: bool = Field(description="False when the cache had the model.")
     seconds: float
+
+    def recipe_text(self) -> str:
+        augment = ", ".join(self.augment)
+        return f"epochs {self.epochs}, weight_decay {self.weight_decay:g}, augment [{augment}]"
 
 
 class ReferenceCalibration(ResultModel):
@@ -139,10 +149,11 @@ class ReferenceCalibration(ResultModel):
 
     target_train_accuracy: float = Field(description="The target's accuracy on members.")
     target_held_out_accuracy: float = Field(description="Its accuracy on non-members.")
-    target_train_confidence: float = Field(description="Mean true-class probability, members.")
-    target_held_out_confidence: float = Field(
-        description="Mean true-class probability, non-members."
+    target_train_confidence: float = Field(
+        description="Mean true-class log-odds (clipped to +-10, over 10), members."
     )
+    target_held_out_confidence: float = Field(description="The same, non-members.")
+    target_flip_gap: float = Field(description="The target's flip gap (members, non-members).")
     tolerance: float
     max_models: int
     candidates: list[CalibrationCandidate]
@@ -155,6 +166,27 @@ class ReferenceCalibration(ResultModel):
         default_factory=list, description="The knob the best candidate wanted beyond the grid."
     )
     seconds: float
+
+    def miss_reason(self) -> str | None:
+        """Why no candidate matched (None when one did): the knob out of range, the budget
+        spent, or a grid with no step left."""
+        if self.matched:
+            return None
+        if self.out_of_range:
+            return f"{', '.join(self.out_of_range)} ran out of range"
+        if self.stopped == "budget":
+            return f"the budget (max_models {self.max_models}) was spent"
+        return "no step on the grid brings it closer"
+
+    def summary(self) -> str:
+        """`chose epochs 40, ... of 3 candidates (distance 0.031, within 0.05)`."""
+        best = self.candidates[self.chosen]
+        within = "within" if self.matched else "outside"
+        count = len(self.candidates)
+        return (
+            f"chose {best.recipe_text()} of {count} candidate{'s' if count != 1 else ''} (distance "
+            f"{best.distance:.3f}, {within} the tolerance {self.tolerance:g})"
+        )
 
 
 class ReferenceFit(ResultModel):

@@ -33,6 +33,8 @@ class View:
 
 
 IDENTITY = View()
+#: The horizontal mirror alone (the calibration pilot's flip gap).
+MIRROR = View(mirror=True)
 
 
 def shift_reflect(batch: np.ndarray, dy: int, dx: int) -> np.ndarray:

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from mia_audit.attacks.base import ViewLogits
+from mia_audit.attacks.queries import MIRROR
 from mia_audit.attacks.reference_sets import ReferenceRequest
-from mia_audit.data.audit import AuditSet
 from mia_audit.errors import PolicyError
+from mia_audit.models.inference import predict
 from mia_audit.pipeline.prepare import PreparedRun
 from mia_audit.pipeline.references import reference_setup
 from mia_audit.progress import Notify
@@ -28,19 +29,34 @@ from mia_audit.references.calibration import (
     FitFigures,
     SearchOutcome,
     figures_of,
+    flip_gap,
     search,
 )
 from mia_audit.references.executors import create_executor
 from mia_audit.references.executors.base import Executor, close_executor
-from mia_audit.references.fit import ModelFit
 from mia_audit.references.provider import ReferenceModels, ReferenceSetup
 from mia_audit.result import CalibrationCandidate, ReferenceCalibration
 
 
-def target_figures(target: ViewLogits, audit_set: AuditSet) -> FitFigures:
-    """The target's four figures on its members and non-members (identity view)."""
+def target_figures(prepared: PreparedRun, target: ViewLogits) -> FitFigures:
+    """The target's figures on its members and non-members: the four of its identity view,
+    and its flip gap (one more pass of the audit set, mirrored)."""
+    audit_set = prepared.data.audit_set
     logits, members, labels = target.identity, audit_set.is_member, audit_set.labels
-    return figures_of(logits[members], labels[members], logits[~members], labels[~members])
+    figures = figures_of(logits[members], labels[members], logits[~members], labels[~members])
+    setup = reference_setup(prepared)
+    mirrored = predict(
+        setup.target.classifier,
+        audit_set.images,
+        [MIRROR],
+        setup.preprocess,
+        setup.batch_size,
+    )[0]
+    gap = flip_gap(
+        (logits[members], mirrored[members], labels[members]),
+        (logits[~members], mirrored[~members], labels[~members]),
+    )
+    return replace(figures, flip_gap=gap)
 
 
 @dataclass
@@ -70,15 +86,16 @@ class _Pilot:
         )
         self.providers[candidate] = provider
         start = time.perf_counter()
-        fit, trained = provider.pilot(self.requests)
-        self.timings[candidate] = (round(time.perf_counter() - start, 3), trained)
-        return _figures(fit)
-
-
-def _figures(fit: ModelFit) -> FitFigures:
-    return FitFigures(
-        fit.train_accuracy, fit.held_out_accuracy, fit.train_confidence, fit.held_out_confidence
-    )
+        measured = provider.pilot(self.requests)
+        self.timings[candidate] = (round(time.perf_counter() - start, 3), measured.trained)
+        fit = measured.fit
+        return FitFigures(
+            fit.train_accuracy,
+            fit.held_out_accuracy,
+            fit.train_confidence,
+            fit.held_out_confidence,
+            measured.flip_gap,
+        )
 
 
 def calibrated_references(
@@ -150,6 +167,7 @@ def _record(
                 held_out_accuracy=figures.held_out_accuracy,
                 train_confidence=figures.train_confidence,
                 held_out_confidence=figures.held_out_confidence,
+                flip_gap=figures.flip_gap,
                 distance=tried.distance,
                 trained=trained,
                 seconds=took,
@@ -160,6 +178,7 @@ def _record(
         target_held_out_accuracy=target.held_out_accuracy,
         target_train_confidence=target.train_confidence,
         target_held_out_confidence=target.held_out_confidence,
+        target_flip_gap=target.flip_gap,
         tolerance=settings.tolerance,
         max_models=settings.max_models,
         candidates=candidates,
@@ -186,16 +205,14 @@ def miss_message(record: ReferenceCalibration) -> str:
 
 
 def _why_missed(record: ReferenceCalibration) -> str:
+    """The reason, with the key that widens the search."""
     if record.out_of_range:
         knobs = [item.split(" ", 1)[0] for item in record.out_of_range]
         widen = " and ".join(f"reference_training.calibration.{knob}" for knob in knobs)
-        return f"{', '.join(record.out_of_range)} ran out of range: widen {widen}"
+        return f"{record.miss_reason()}: widen {widen}"
     if record.stopped == "budget":
-        return (
-            f"the budget (max_models {record.max_models}) was spent: raise "
-            "reference_training.calibration.max_models"
-        )
-    return "no step on the grid brings it closer: widen reference_training.calibration"
+        return f"{record.miss_reason()}: raise reference_training.calibration.max_models"
+    return f"{record.miss_reason()}: widen reference_training.calibration"
 
 
 def _miss(record: ReferenceCalibration, on_failure: str, notify: Notify) -> None:

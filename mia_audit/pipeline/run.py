@@ -200,7 +200,7 @@ def _references(
     provider = None
     if prepared.policy.reference_training.calibrate:
         with timer.phase("calibration"):
-            figures = target_figures(target, prepared.data.audit_set)
+            figures = target_figures(prepared, target)
             provider, calibration = calibrated_references(prepared, requests, figures, trust.note)
     with timer.phase("reference models"):
         references = prepare_references(prepared, requests, trust.note, provider=provider)

@@ -40,6 +40,7 @@ import numpy as np
 from mia_audit.attacks import signals
 from mia_audit.attacks.reference_sets import Mode
 from mia_audit.errors import PolicyError
+from mia_audit.references.calibration import mean_confidence
 from mia_audit.references.settings import TrainingRecipe
 from mia_audit.result import Accuracy, ReferenceFit, ReferenceModelFit, ReferenceSetFit
 
@@ -97,7 +98,8 @@ class ModelFit:
     n_held_out: int
     #: One-sided Mann-Whitney p-value that its IN loss is lower than its OUT loss.
     p_value: float
-    #: Mean probability of the true class on each side (the calibration pilot reads them).
+    #: Mean confidence in the true class on each side, on LiRA's log-odds scale
+    #: (`mia_audit.references.calibration.mean_confidence`; the calibration pilot reads them).
     train_confidence: float = float("nan")
     held_out_confidence: float = float("nan")
 
@@ -123,8 +125,8 @@ def model_fit(
         n_train=len(labels_in),
         n_held_out=len(labels_out),
         p_value=mann_whitney_less(loss_in, loss_out),
-        train_confidence=float(np.exp(-loss_in).mean()) if len(loss_in) else float("nan"),
-        held_out_confidence=float(np.exp(-loss_out).mean()) if len(loss_out) else float("nan"),
+        train_confidence=mean_confidence(logits_in, labels_in),
+        held_out_confidence=mean_confidence(logits_out, labels_out),
     )
 
 

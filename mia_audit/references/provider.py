@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mia_audit.attacks.queries import IDENTITY
+from mia_audit.attacks.queries import IDENTITY, MIRROR
 from mia_audit.attacks.reference_sets import Mode, ReferenceRequest, ReferenceSet
 from mia_audit.errors import AuditError, ModelError
 from mia_audit.models.inference import predict
 from mia_audit.progress import Advance, Notify, Progress, SilentProgress
+from mia_audit.references.calibration import flip_gap
 from mia_audit.references.catalogue import (
     MODEL_CACHE_VERSION,
     AuditRows,
@@ -47,7 +48,13 @@ from mia_audit.references.executors.base import (
     TrainingTask,
 )
 from mia_audit.references.executors.local import LocalExecutor
-from mia_audit.references.fit import ModelFit, unverifiable_note
+from mia_audit.references.fit import (
+    SIDE_ROWS,
+    ModelFit,
+    sample,
+    seeded_generator,
+    unverifiable_note,
+)
 from mia_audit.references.logits import ReferenceLogits
 from mia_audit.references.trainer import Trainer
 from mia_audit.references.training import TrainingData
@@ -91,6 +98,16 @@ class ReferenceSurvey:
     @property
     def to_train(self) -> int:
         return self.models - self.cached
+
+
+@dataclass(frozen=True)
+class PilotFit:
+    """A calibration candidate's first model: its fit, its `flip_gap`, and whether this run
+    trained it (False: the cache had it)."""
+
+    fit: ModelFit
+    flip_gap: float
+    trained: bool
 
 
 class ReferenceModels:
@@ -161,10 +178,9 @@ class ReferenceModels:
             self.trainer.close()
             self._refusals.publish(self.notify)
 
-    def pilot(self, requests: Sequence[ReferenceRequest]) -> tuple[ModelFit, bool]:
+    def pilot(self, requests: Sequence[ReferenceRequest]) -> PilotFit:
         """Only the first model of the first request's set, with every logit the requests want
-        of it: the calibration pilot's measurement of this recipe. Its fit, and whether it was
-        trained in this call (False: the cache or this run had it). The executor stays open
+        of it: the calibration pilot's measurement of this recipe. The executor stays open
         (the pilot's candidates share it; `prepare` closes it)."""
         self.catalogue.add(requests)
         first = requests[0]
@@ -174,7 +190,26 @@ class ReferenceModels:
             self._load_or_train({key: self.catalogue.wanted()[key]})
         finally:
             self._refusals.publish(self.notify)
-        return self.fits[key], self.trained > before
+        classifier = self._trained_classifier(key, self.catalogue.wanted()[key])
+        return PilotFit(self.fits[key], self._flip_gap(key, classifier), self.trained > before)
+
+    def _flip_gap(self, key: str, classifier: Classifier) -> float:
+        """The model's `flip_gap` on seeded samples of its IN and OUT rows."""
+        rows = self.catalogue.model_rows(key, np.empty((0, 0), np.float32))
+        rng = seeded_generator(key)
+        sides = []
+        for side in (rows.in_rows, rows.out_rows):
+            picked = sample(side, SIDE_ROWS, rng)
+            images = self.catalogue.rows.images(picked)
+            logits = predict(
+                classifier,
+                images,
+                [IDENTITY, MIRROR],
+                self.setup.preprocess,
+                self.setup.batch_size,
+            )
+            sides.append((logits[0], logits[1], self.catalogue.rows.labels(picked)))
+        return flip_gap(sides[0], sides[1])
 
     def close(self) -> None:
         """Release the executor without preparing (a pilot candidate not chosen, an error)."""

@@ -101,6 +101,10 @@ class TrainingRecipe(BaseModel):
         return {**values, "trainer": TRAINER_VERSION}
 
 
+#: The default epochs grid of the calibration pilot, as factors of the recipe's epochs.
+EPOCH_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+
+
 class CalibrationGrid(BaseModel):
     """`reference_training.calibration`: the knobs the calibration pilot searches, its
     tolerance and its budget (docs/calibration.md). Unset grids derive from the recipe."""
@@ -110,7 +114,8 @@ class CalibrationGrid(BaseModel):
     epochs: tuple[int, ...] | None = Field(
         None,
         min_length=1,
-        description="Epoch counts to try. Default: the recipe's epochs x 1/4, 1/2, 1, 2 and 4.",
+        description="Epoch counts to try. Default: the recipe's epochs x 1/4, 1/2, 3/4, 1, "
+        "3/2, 2, 3 and 4.",
     )
     weight_decay: tuple[float, ...] | None = Field(
         None,
@@ -128,12 +133,12 @@ class CalibrationGrid(BaseModel):
         0.05,
         gt=0,
         le=1,
-        description="A candidate matches when its training and held-out accuracy and mean "
-        "true-class probability are each within this of the target's on members and "
-        "non-members.",
+        description="A candidate matches when its training and held-out accuracy and its mean "
+        "true-class confidence (clipped log-odds over 10) on each side are each within this "
+        "of the target's on members and non-members.",
     )
     max_models: int = Field(
-        3,
+        4,
         ge=1,
         le=64,
         description="The pilot's budget: candidate recipes it trains a model of (the chosen "
@@ -144,7 +149,7 @@ class CalibrationGrid(BaseModel):
         if self.epochs is not None:
             return tuple(sorted(set(self.epochs)))
         base = recipe.epochs
-        return tuple(sorted({max(1, round(base * f)) for f in (0.25, 0.5, 1.0, 2.0, 4.0)}))
+        return tuple(sorted({max(1, round(base * f)) for f in EPOCH_FACTORS}))
 
     def weight_decays_of(self, recipe: TrainingRecipe) -> tuple[float, ...]:
         if self.weight_decay is not None:
