@@ -29,6 +29,7 @@ from mia_audit.result import (
     AttackResult,
     ClassBreakdown,
     Condition,
+    ReferenceCalibration,
     Result,
     failed_conditions_text,
     strongest_attack,
@@ -420,6 +421,41 @@ def reference_rows(result: Result) -> dict[str, Any] | None:
             }
             for model in models.values()
         ],
+        "calibration": calibration_rows(fit.calibration),
+    }
+
+
+def calibration_rows(record: ReferenceCalibration | None) -> dict[str, Any] | None:
+    """The calibration pilot's table: the target's figures, then each candidate's."""
+    if record is None:
+        return None
+    return {
+        "summary": record.summary(),
+        "target": [
+            percent(record.target_train_accuracy),
+            percent(record.target_held_out_accuracy),
+            f"{record.target_train_confidence:.3f}",
+            f"{record.target_held_out_confidence:.3f}",
+            f"{record.target_flip_gap:.3f}",
+        ],
+        "candidates": [
+            {
+                "recipe": candidate.recipe_text(),
+                "chosen": index == record.chosen,
+                "figures": [
+                    percent(candidate.train_accuracy),
+                    percent(candidate.held_out_accuracy),
+                    f"{candidate.train_confidence:.3f}",
+                    f"{candidate.held_out_confidence:.3f}",
+                    f"{candidate.flip_gap:.3f}",
+                ],
+                "distance": f"{candidate.distance:.3f}",
+                "source": "trained" if candidate.trained else "cache",
+                "seconds": f"{candidate.seconds:.1f} s",
+            }
+            for index, candidate in enumerate(record.candidates)
+        ],
+        "miss": record.miss_reason(),
     }
 
 

@@ -15,6 +15,7 @@ from mia_audit.result import (
     AttackResult,
     Condition,
     Interval,
+    ReferenceCalibration,
     Result,
     failed_conditions_text,
     strongest_attack,
@@ -279,6 +280,22 @@ def reference_items(result: Result) -> list[str]:
         f"training accuracy {group.train:.4f}, held-out {group.held_out:.4f}"
         for group in fit.sets
     ]
+    if fit.calibration is not None:
+        items += calibration_items(fit.calibration)
+    return items
+
+
+def calibration_items(record: ReferenceCalibration) -> list[str]:
+    """The calibration pilot: what it chose, then each candidate beside the target."""
+    items = [f"Calibration pilot: {escape(record.summary())}"]
+    target = f"target {record.target_train_accuracy:.3f} / {record.target_held_out_accuracy:.3f}"
+    for index, candidate in enumerate(record.candidates):
+        mark = " (chosen)" if index == record.chosen else ""
+        items.append(
+            f"Pilot candidate {index + 1}{mark}: {escape(candidate.recipe_text())}: training / "
+            f"held-out accuracy {candidate.train_accuracy:.3f} / "
+            f"{candidate.held_out_accuracy:.3f} ({target}), distance {candidate.distance:.3f}"
+        )
     return items
 
 

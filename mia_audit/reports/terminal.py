@@ -69,6 +69,8 @@ def summary_text(result: Result, written: Sequence[Path] = ()) -> str:
             f"reference models: training accuracy {fit.train:.3f}, held-out {fit.held_out:.3f}"
             + ("" if fit.reproduces_target else " (below the target's: see the notes)")
         )
+        if fit.calibration is not None:
+            lines.append(f"calibration pilot: {fit.calibration.summary()}")
     report = next((p for p in written if p.suffix == ".html"), None)
     if report is not None:
         lines.append(f"report: {report}")
