@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from mia_audit.attacks.base import Attack, AttackContext
+from mia_audit.attacks.reference_base import ReferenceAttack
 from mia_audit.attacks.registry import attack_origin
 from mia_audit.data.audit import AuditSet
 from mia_audit.errors import (
@@ -77,7 +78,8 @@ def run_attacks(
             result = evaluate_attack(identity, scores, samples, settings, seconds)
         results.append(result)
         scores_by_attack[label] = scores
-    preconditions.check_attacks_oriented(audit_set.is_member, scores_by_attack)
+    reference = {a.config.label for a in attacks if isinstance(a, ReferenceAttack)}
+    preconditions.check_attacks_oriented(audit_set.is_member, scores_by_attack, reference)
     return results, scores_by_attack
 
 
