@@ -9,7 +9,7 @@ fresh cache:
 - true: reference_training is the target's own recipe (what the auditor rarely knows);
 - default: reference_training left at its defaults (20 epochs, SGD, wd 5e-4, flip + crop);
 - calibrated: the defaults with `calibrate: true` (the pilot searches epochs, weight decay and
-  augmentation, budget 3 models).
+  augmentation, its default budget of 4 models).
 
 It prints, per target and attack, AUC - 0.5 and TPR at 1 % FPR of each audit and the ratios
 calibrated / true and default / true; the pilot's table; and the pilot's wall time beside the
