@@ -35,6 +35,7 @@ from mia_audit.references.catalogue import (
     MODEL_CACHE_VERSION,
     AuditRows,
     Catalogue,
+    ReferenceGroup,
     ReferenceSetup,
     TargetModel,
     Wanted,
@@ -63,8 +64,6 @@ from mia_audit.reports.text import plural
 from mia_audit.store.cache import StateDict, logits_store, model_store
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from mia_audit.models.classifier import Classifier
 
 __all__ = [
@@ -191,25 +190,8 @@ class ReferenceModels:
         finally:
             self._refusals.publish(self.notify)
         classifier = self._trained_classifier(key, self.catalogue.wanted()[key])
-        return PilotFit(self.fits[key], self._flip_gap(key, classifier), self.trained > before)
-
-    def _flip_gap(self, key: str, classifier: Classifier) -> float:
-        """The model's `flip_gap` on seeded samples of its IN and OUT rows."""
-        rows = self.catalogue.model_rows(key, np.empty((0, 0), np.float32))
-        rng = seeded_generator(key)
-        sides = []
-        for side in (rows.in_rows, rows.out_rows):
-            picked = sample(side, SIDE_ROWS, rng)
-            images = self.catalogue.rows.images(picked)
-            logits = predict(
-                classifier,
-                images,
-                [IDENTITY, MIRROR],
-                self.setup.preprocess,
-                self.setup.batch_size,
-            )
-            sides.append((logits[0], logits[1], self.catalogue.rows.labels(picked)))
-        return flip_gap(sides[0], sides[1])
+        gap = pilot_flip_gap(self.catalogue, self.setup, key, classifier)
+        return PilotFit(self.fits[key], gap, self.trained > before)
 
     def close(self) -> None:
         """Release the executor without preparing (a pilot candidate not chosen, an error)."""
@@ -229,21 +211,7 @@ class ReferenceModels:
         if group is None or not set(request.views) <= group.views:
             self.prepare([request])
             group = self.catalogue.groups[(request.mode, request.count)]
-        views = tuple(sorted(group.views))
-        population = self.setup.population
-        return ReferenceSet(
-            mode=request.mode,
-            views=views,
-            audit=self._logits.stack(group.keys, "audit", views),
-            in_audit=group.plan.in_audit,
-            population=(
-                self._logits.stack(group.keys, "population", views) if group.population else None
-            ),
-            in_population=group.plan.in_population,
-            population_labels=np.empty(0, np.int64) if population is None else population.labels,
-            target_population=self._logits.target_stack(views) if group.population else None,
-            model_keys=group.keys,
-        )
+        return reference_set(group, request.mode, self._logits, self.setup)
 
     def survey(self, requests: Iterable[ReferenceRequest]) -> ReferenceSurvey:
         """What preparing these requests would do, without training or reading any model:
@@ -320,13 +288,11 @@ class ReferenceModels:
         state = self.models.get(key)
         if state is None:
             return None
-        module = self.setup.architecture.build()
         try:
-            module.load_state_dict(state)
+            return classifier_of(state, self.setup)
         except (RuntimeError, ValueError, KeyError):
             self.models.refuse(key, "does not fit the reference architecture")
             return None
-        return self._classifier(module)
 
     # trained models
 
@@ -383,9 +349,7 @@ class ReferenceModels:
                     f"from {self.models.path(key)}; check that the cache folder is writable "
                     "and that no other process deletes its files"
                 )
-        module = self.setup.architecture.build()
-        module.load_state_dict(state)
-        return self._classifier(module)
+        return classifier_of(state, self.setup)
 
     def _evidence(self, key: str, classifier: Classifier) -> tuple[ModelRows, Labels, Probe]:
         """What the verifier reads of a model: its rows and the logits at hand, the rows'
@@ -394,10 +358,49 @@ class ReferenceModels:
         model_rows = self.catalogue.model_rows(key, self._logits.identity(key))
         return model_rows, rows.labels, probe(classifier, rows, self.setup)
 
-    def _classifier(self, module: nn.Module) -> Classifier:
-        from mia_audit.models.classifier import TorchClassifier
 
-        return TorchClassifier(module, self.setup.device)
+def reference_set(
+    group: ReferenceGroup, mode: Mode, logits: ReferenceLogits, setup: ReferenceSetup
+) -> ReferenceSet:
+    """The attack's view of a prepared group: its models' logits, stacked, and its plan."""
+    views = tuple(sorted(group.views))
+    population = setup.population
+    return ReferenceSet(
+        mode=mode,
+        views=views,
+        audit=logits.stack(group.keys, "audit", views),
+        in_audit=group.plan.in_audit,
+        population=logits.stack(group.keys, "population", views) if group.population else None,
+        in_population=group.plan.in_population,
+        population_labels=np.empty(0, np.int64) if population is None else population.labels,
+        target_population=logits.target_stack(views) if group.population else None,
+        model_keys=group.keys,
+    )
+
+
+def classifier_of(state: StateDict, setup: ReferenceSetup) -> Classifier:
+    """A reference model's classifier from its state dict (raises when it does not fit the
+    architecture)."""
+    from mia_audit.models.classifier import TorchClassifier
+
+    module = setup.architecture.build()
+    module.load_state_dict(state)
+    return TorchClassifier(module, setup.device)
+
+
+def pilot_flip_gap(
+    catalogue: Catalogue, setup: ReferenceSetup, key: str, classifier: Classifier
+) -> float:
+    """A pilot model's `flip_gap` on seeded samples of its IN and OUT rows."""
+    rows = catalogue.model_rows(key, np.empty((0, 0), np.float32))
+    rng = seeded_generator(key)
+    sides = []
+    for side in (rows.in_rows, rows.out_rows):
+        picked = sample(side, SIDE_ROWS, rng)
+        images = catalogue.rows.images(picked)
+        logits = predict(classifier, images, [IDENTITY, MIRROR], setup.preprocess, setup.batch_size)
+        sides.append((logits[0], logits[1], catalogue.rows.labels(picked)))
+    return flip_gap(sides[0], sides[1])
 
 
 def probe(classifier: Classifier, rows: AuditRows, setup: ReferenceSetup) -> Probe:
